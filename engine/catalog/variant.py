@@ -1,0 +1,123 @@
+"""What a model variant is: its identity, where its files come from, how it is built and what it needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Device = Literal["cpu", "cuda"]
+Framework = Literal["onnx", "vllm"]
+RuntimeName = Literal["onnx-genai", "vllm"]
+SourceKind = Literal["huggingface", "pypi", "local", "remote", "build"]
+Precision = Literal["int4", "int8", "fp16", "fp32"]
+
+RUNTIME_FOR_FRAMEWORK: dict[str, RuntimeName] = {"onnx": "onnx-genai", "vllm": "vllm"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a variant's files come from.
+
+    - huggingface: `repo` at `revision`, files under `subfolder` matching `patterns`;
+    - pypi: the file `file` inside the PyPI package `package` (`package_version` pins it);
+    - local: an existing folder `path` registered by the user (bring your own model);
+    - remote: an already running OpenAI-compatible server (a vLLM deployment) at `url`;
+    - build: produced locally by `BuildRecipe` from another variant's files.
+    """
+
+    kind: SourceKind
+    repo: str | None = None
+    revision: str = "main"
+    subfolder: str | None = None
+    patterns: tuple[str, ...] = ()
+    package: str | None = None
+    package_version: str | None = None
+    file: str | None = None
+    path: str | None = None
+    url: str | None = None
+    served_model: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "huggingface":
+            sub = f"/{self.subfolder}" if self.subfolder else ""
+            return f"huggingface:{self.repo}@{self.revision}{sub}"
+        if self.kind == "pypi":
+            ver = f"=={self.package_version}" if self.package_version else ""
+            return f"pypi:{self.package}{ver}/{self.file}"
+        if self.kind == "local":
+            return f"local:{self.path}"
+        if self.kind == "remote":
+            return f"remote:{self.url}"
+        return "build"
+
+
+@dataclass(frozen=True)
+class BuildRecipe:
+    """How a variant is produced locally from the files of another variant (`from_variant`).
+
+    - gguf-to-hf: a GGUF file -> a float32 safetensors Hugging Face folder (with tokenizer);
+    - hf-to-onnx: a Hugging Face folder -> an ONNX Runtime GenAI folder via the model builder.
+    """
+
+    kind: Literal["gguf-to-hf", "hf-to-onnx"]
+    precision: Precision = "int8"
+    device: Device = "cpu"
+    extra_options: dict[str, str] = field(default_factory=dict)
+    from_variant: str | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    chat: bool = True
+    tools: bool = False
+    json_schema: bool = True
+    fim: bool = False
+
+
+@dataclass(frozen=True)
+class KvShape:
+    """Enough of the architecture to size the KV cache: bytes per token = 2 * layers * kv_heads * head_dim * dtype."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    dtype_bytes: int = 4
+
+    def bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """One concrete, runnable form of a model: an id `name:version`, a device and a framework."""
+
+    name: str
+    version: int
+    alias: str
+    display_name: str
+    publisher: str
+    device: Device
+    framework: Framework
+    source: ModelSource
+    size_bytes: int
+    context_length: int
+    license: str
+    task: str = "chat-completion"
+    license_url: str | None = None
+    description: str = ""
+    max_output_tokens: int = 2048
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    kv: KvShape | None = None
+    build: BuildRecipe | None = None
+    prompt_template: dict[str, str] | None = None
+    # Requires an explicit opt-in to be offered (e.g. vLLM's CPU build).
+    opt_in: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def runtime(self) -> RuntimeName:
+        return RUNTIME_FOR_FRAMEWORK[self.framework]

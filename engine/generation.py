@@ -1,0 +1,60 @@
+"""What a generation is: sampling settings, constraints, streamed events and the final result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+ConstraintKind = Literal["json_schema", "regex", "lark_grammar"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int | None = None
+    temperature: float | None = None  # None: the model's default; 0: greedy
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    repetition_penalty: float | None = None
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Constrained decoding (llguidance in ORT GenAI): the output must match this grammar."""
+
+    kind: ConstraintKind
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A fully rendered prompt (chat template already applied) and how to sample from it."""
+
+    prompt: str
+    params: SamplingParams = field(default_factory=SamplingParams)
+    constraint: Constraint | None = None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Text decoded from the newest token(s); `tokens` counts the completion tokens so far."""
+
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class RuntimeStats:
+    """What the runtime measured for one generation (monotonic seconds)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    started: float
+    first_token: float | None
+    finished: float
+    finish_reason: FinishReason
+
+
+GenerationEvent = TextDelta | RuntimeStats

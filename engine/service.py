@@ -1,0 +1,368 @@
+"""EngineService: the one façade the JSON-RPC server, the REST server and the CLI use."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from engine.cache import ModelCache
+from engine.catalog.catalog import ModelCatalog
+from engine.catalog.fit import check_fit
+from engine.catalog.variant import ModelVariant
+from engine.chat import prepare_chat
+from engine.clock import Clock
+from engine.config import EngineConfig
+from engine.errors import (
+    Cancelled,
+    IngotError,
+    InvalidRequest,
+    ModelBusy,
+    ModelNotCached,
+    RuntimeUnavailable,
+)
+from engine.events import EventBus, ModelStateEvent
+from engine.generate import PromptPlan, run_generation
+from engine.hardware import HardwareProfile, probe_hardware
+from engine.loader import TtlLoader
+from engine.progress import CancelToken, Progress, ProgressCallback, no_progress
+from engine.provisioning import Provisioner
+from engine.requests import ChatRequest, CompletionRequest, GenerationStreamEvent
+from engine.runtimes.base import ModelInstance
+from engine.selector import RuntimeSelector
+from engine.telemetry import Telemetry
+from engine.views import CacheInfo, EngineStatus, ModelView
+
+FIM_SYSTEM = (
+    "You fill in missing text. The user shows text with a <CURSOR> marker. Reply with only the "
+    "text that belongs at the cursor: no explanations, no code fences, nothing repeated."
+)
+
+
+class EngineService:
+    def __init__(
+        self,
+        *,
+        config: EngineConfig,
+        hardware: HardwareProfile,
+        catalog: ModelCatalog,
+        cache: ModelCache,
+        provisioner_factory: Callable[[EngineService], Provisioner],
+        runtimes: RuntimeSelector,
+        telemetry: Telemetry,
+        events: EventBus[ModelStateEvent],
+        clock: Clock,
+        memory_budget: int,
+        version: str,
+    ) -> None:
+        self.config = config
+        self._hardware = hardware
+        self.catalog = catalog
+        self.cache = cache
+        self.runtimes = runtimes
+        self.telemetry = telemetry
+        self.events = events
+        self.clock = clock
+        self.version = version
+        self.started_at = clock.wall()
+        self.provisioner = provisioner_factory(self)
+        self.loader = TtlLoader(
+            runtime_for=runtimes.for_variant,
+            folder_for=self.provisioner.folder_for,
+            clock=clock,
+            events=events,
+            memory_budget=memory_budget,
+            default_ttl_s=config.default_ttl_s,
+            threads=config.threads,
+            queue_limit=config.queue_limit,
+        )
+        self._ops: dict[str, asyncio.Task[Path]] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loader.start()
+        self.telemetry.start()
+
+    async def close(self) -> None:
+        for t in self._ops.values():
+            t.cancel()
+        await self.loader.close()
+        await self.telemetry.close()
+
+    # -- hardware and catalog ------------------------------------------------------------------
+    def hardware(self, refresh: bool = False) -> HardwareProfile:
+        if refresh:
+            self._hardware = probe_hardware()
+        return self._hardware
+
+    def view(self, v: ModelVariant) -> ModelView:
+        entry = self.loader.get_loaded(v.id)
+        present = self.provisioner.is_present(v)
+        exp = entry.expires_at() if entry else None
+        return ModelView(
+            variant=v,
+            cached=present,
+            path=self.provisioner.folder_for(v) if present else None,
+            loaded=entry is not None,
+            loading=self.loader.is_loading(v.id),
+            fit=check_fit(v, self._hardware, self.config.opt_ins),
+            runtime_unavailable=self.runtimes.unavailable_reason(v),
+            ttl_s=entry.ttl_s if entry else None,
+            expires_in_s=None if exp is None else max(0.0, exp - self.clock.monotonic()),
+            memory_bytes=entry.memory_bytes if entry else None,
+            active_requests=len(entry.active) if entry else 0,
+            queued_requests=entry.scheduler.queued if entry else 0,
+            registered=self.catalog.is_registered(v.id),
+        )
+
+    def list_models(
+        self,
+        *,
+        device: str | None = None,
+        task: str | None = None,
+        runtime: str | None = None,
+        cached_only: bool = False,
+        fits_only: bool = False,
+        include_all: bool = False,
+    ) -> list[ModelView]:
+        out = []
+        for v in self.catalog.all():
+            if device and v.device != device:
+                continue
+            if task and v.task != task:
+                continue
+            if runtime and runtime not in (v.runtime, v.framework):
+                continue
+            view = self.view(v)
+            if cached_only and not view.cached:
+                continue
+            if fits_only and not view.fit.fits:
+                continue
+            if not include_all and not view.offered and not view.cached:
+                continue
+            out.append(view)
+        return sorted(out, key=lambda m: (m.variant.alias, m.variant.name))
+
+    def resolve(self, name: str) -> ModelVariant:
+        return self.catalog.resolve(
+            name,
+            hardware=self._hardware,
+            is_cached=self.provisioner.is_present,
+            runtime_available=lambda v: self.runtimes.unavailable_reason(v) is None,
+            offered=lambda v: check_fit(v, self._hardware, self.config.opt_ins).runnable,
+        )
+
+    def model_info(self, name: str) -> ModelView:
+        return self.view(self.resolve(name))
+
+    # -- cache, download, compile, register ------------------------------------------------------
+    def _state(self, variant_id: str, state: str, reason: str | None = None) -> None:
+        self.events.publish(ModelStateEvent(variant_id, state, reason, at=self.clock.wall()))
+
+    async def _in_thread(
+        self, key: str, fn: Callable[[ProgressCallback], Path], progress: ProgressCallback
+    ) -> Path:
+        loop = asyncio.get_running_loop()
+
+        def on_loop(p: Progress) -> None:
+            loop.call_soon_threadsafe(progress, p)
+
+        return await asyncio.to_thread(fn, on_loop)
+
+    async def download(
+        self,
+        name: str,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> ModelView:
+        """Download (and build, where the variant is compiled locally) into the cache."""
+        v = self.resolve(name)
+        if self.provisioner.is_present(v):
+            return self.view(v)
+        cancel = cancel or CancelToken()
+        loop = asyncio.get_running_loop()
+
+        def on_state(vid: str, state: str) -> None:
+            loop.call_soon_threadsafe(self._state, vid, state)
+
+        def work(prog: ProgressCallback) -> Path:
+            return self.provisioner.ensure(v, prog, cancel, on_state)
+
+        try:
+            await self._in_thread(v.id, work, progress)
+        except asyncio.CancelledError:
+            cancel.cancel("request cancelled")
+            self._state(v.id, "cancelled", "download cancelled; it resumes next time")
+            raise
+        except Cancelled:
+            self._state(v.id, "cancelled", "download cancelled; it resumes next time")
+            raise
+        except IngotError as e:
+            self._state(v.id, "failed", e.message)
+            raise
+        self._state(v.id, "cached")
+        return self.view(v)
+
+    async def register(
+        self,
+        folder: Path,
+        *,
+        runtime: str = "onnx-genai",
+        name: str | None = None,
+        alias: str | None = None,
+    ) -> ModelView:
+        v = self.provisioner.describe_folder(folder, runtime=runtime, name=name, alias=alias)
+        if self.catalog.registrations is None:
+            raise IngotError("This engine has no registration store.")
+        existing = self.catalog.get(v.id)
+        if existing and not self.catalog.is_registered(v.id):
+            raise InvalidRequest(
+                f"'{v.id}' is already a catalog model.", hint="Register it under another --name."
+            )
+        self.catalog.registrations.add(v)
+        self._state(v.id, "registered")
+        return self.view(v)
+
+    async def delete(self, name: str) -> bool:
+        v = self.resolve(name)
+        if self.loader.get_loaded(v.id) and not await self.loader.unload(v.id, force=False):
+            raise ModelBusy(
+                f"{v.id} is running requests.",
+                hint="Wait for them, or unload with force first.",
+            )
+        removed = await asyncio.to_thread(self.cache.remove, v.id)
+        if self.catalog.is_registered(v.id) and self.catalog.registrations:
+            removed = self.catalog.registrations.remove(v.id) or removed
+        self._state(v.id, "deleted")
+        return removed
+
+    def cache_info(self) -> CacheInfo:
+        entries = self.cache.list()
+        root = self.cache.root
+        root.mkdir(parents=True, exist_ok=True)
+        return CacheInfo(
+            path=root,
+            models=len(entries),
+            size_bytes=sum(e.manifest.size_bytes for e in entries),
+            free_bytes=shutil.disk_usage(root).free,
+        )
+
+    async def cache_move(self, dest: Path) -> CacheInfo:
+        if any(e.active for e in self.loader.loaded()):
+            raise ModelBusy("Models are running requests.", hint="Retry when they are idle.")
+        for e in self.loader.loaded():
+            await self.loader.unload(e.variant.id, force=True)
+        new = await asyncio.to_thread(self.cache.move_to, dest)
+        self.cache = new
+        self.config.home.mkdir(parents=True, exist_ok=True)
+        self.config.cache_pointer.write_text(str(new.root), encoding="utf-8")
+        return self.cache_info()
+
+    async def cache_verify(self, name: str | None = None) -> dict[str, list[str]]:
+        vid = self.resolve(name).id if name else None
+        return await asyncio.to_thread(self.cache.verify, vid)
+
+    # -- load / unload -------------------------------------------------------------------------
+    def runnable(self, name: str) -> ModelVariant:
+        v = self.resolve(name)
+        if not self.provisioner.is_present(v):
+            raise ModelNotCached(
+                f"{v.id} is not downloaded yet.",
+                hint=f"Run `ingot model download {v.alias}` first.",
+                model=v.id,
+            )
+        why = self.runtimes.unavailable_reason(v)
+        if why:
+            raise RuntimeUnavailable(f"{v.id} cannot run here: {why}", model=v.id)
+        return v
+
+    async def load(
+        self, name: str, *, ttl_s: float | None = None, progress: ProgressCallback = no_progress
+    ) -> ModelView:
+        v = self.runnable(name)
+        await self.loader.load(v, ttl_s=ttl_s, progress=progress)
+        return self.view(v)
+
+    async def unload(self, name: str, *, force: bool = False) -> bool:
+        return await self.loader.unload(self.resolve(name).id, force=force)
+
+    # -- generation ------------------------------------------------------------------------------
+    def chat(self, req: ChatRequest) -> AsyncIterator[GenerationStreamEvent]:
+        v = self.runnable(req.model)
+        prepared = prepare_chat(
+            req.messages,
+            tools=req.tools,
+            tool_choice=req.tool_choice,
+            response_format=req.response_format,
+        )
+
+        def build(inst: ModelInstance) -> PromptPlan:
+            return PromptPlan(inst.render_chat(prepared.messages), prepared.constraint, prepared)
+
+        return run_generation(
+            loader=self.loader,
+            telemetry=self.telemetry,
+            clock=self.clock,
+            variant=v,
+            request_id=req.request_id,
+            kind=req.kind,
+            priority=req.priority,
+            ttl_s=req.ttl_s,
+            params=req.params,
+            build=build,
+        )
+
+    def complete(self, req: CompletionRequest) -> AsyncIterator[GenerationStreamEvent]:
+        v = self.runnable(req.model)
+
+        def build(inst: ModelInstance) -> PromptPlan:
+            if req.suffix is None:
+                return PromptPlan(req.prompt)
+            msgs = [
+                {"role": "system", "content": FIM_SYSTEM},
+                {"role": "user", "content": f"{req.prompt}<CURSOR>{req.suffix}"},
+            ]
+            return PromptPlan(inst.render_chat(msgs))
+
+        return run_generation(
+            loader=self.loader,
+            telemetry=self.telemetry,
+            clock=self.clock,
+            variant=v,
+            request_id=req.request_id,
+            kind=req.kind,
+            priority=req.priority,
+            ttl_s=req.ttl_s,
+            params=req.params,
+            build=build,
+        )
+
+    async def count_tokens(
+        self, name: str, *, messages: list[dict[str, Any]] | None = None, prompt: str | None = None
+    ) -> int:
+        v = self.runnable(name)
+        async with self.loader.use(v) as (entry, _, _):
+            inst = entry.instance
+            if messages is not None:
+                return inst.count_tokens(inst.render_chat(prepare_chat(messages).messages))
+            return inst.count_tokens(prompt or "")
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> EngineStatus:
+        loaded = tuple(self.view(e.variant) for e in self.loader.loaded())
+        return EngineStatus(
+            version=self.version,
+            pid=os.getpid(),
+            home=self.config.home,
+            cache_path=self.cache.root,
+            started_at=self.started_at,
+            loaded=loaded,
+            active_requests=sum(m.active_requests for m in loaded),
+            queued_requests=sum(m.queued_requests for m in loaded),
+            memory_budget=self.loader.memory_budget,
+            threads=self.config.threads,
+        )

@@ -1,0 +1,1 @@
+"""Ingot's wire types: JSON-RPC params/results, OpenAI REST shapes, the method registry and errors."""

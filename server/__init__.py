@@ -1,0 +1,1 @@
+"""Ingot's adapters: the JSON-RPC server (pygls), the REST server (aiohttp) and the `ingot` CLI."""

@@ -173,6 +173,69 @@ class Provisioner:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
 
+    def compile_source(
+        self,
+        source: Path,
+        *,
+        name: str,
+        precision: Precision,
+        device: str,
+        progress: ProgressCallback,
+        cancel: CancelToken,
+        on_state: StateCallback = lambda vid, state: None,
+    ) -> ModelVariant:
+        """A GGUF file or a Hugging Face folder -> an ONNX Runtime GenAI model in the cache,
+        registered as a local model named `name`."""
+        cache = self.cache
+        variant_id = f"{_slug(name)}-{device}-{precision}:1"
+        with cache.variant_lock(variant_id):
+            staging = cache.staging_for(variant_id)
+            self._fresh(staging)
+            work = cache.partial_dir / (staging.name + ".work")
+            self._fresh(work)
+            hf_dir = source
+            on_state(variant_id, "compiling")
+            if source.is_file() and source.suffix.lower() == ".gguf":
+                hf_dir = work / "hf"
+                hf_dir.mkdir()
+                self._compiler().gguf_to_hf(source, hf_dir, progress=progress, cancel=cancel)
+            elif not (source / "config.json").is_file():
+                raise InvalidModelFolder(
+                    f"{source} is neither a GGUF file nor a Hugging Face folder (no config.json).",
+                    param="source",
+                )
+            self._compiler().hf_to_onnx(
+                hf_dir,
+                staging,
+                precision=precision,
+                device=device,
+                extra_options={"prune_lm_head": "true"},
+                work_dir=work / "build",
+                threads=self.threads,
+                progress=progress,
+                cancel=cancel,
+            )
+            shutil.rmtree(work, ignore_errors=True)
+            manifest = cache.new_manifest(
+                variant_id,
+                staging,
+                source=f"compiled:{source}",
+                runtime="onnx-genai",
+                framework="onnx",
+                device=device,
+                build={"kind": "compile", "precision": precision},
+            )
+            entry = cache.commit(staging, manifest)
+        described = self.describe_folder(entry.path, runtime="onnx-genai", name=name)
+        from dataclasses import replace
+
+        return replace(
+            described,
+            name=variant_id.rsplit(":", 1)[0],
+            alias=_slug(name),
+            device=device,  # type: ignore[arg-type]
+        )
+
     # -- bring your own ------------------------------------------------------------------------
     def describe_folder(
         self,

@@ -7,7 +7,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.cache import ModelCache
 from engine.catalog.catalog import ModelCatalog
@@ -29,12 +29,14 @@ from engine.generate import PromptPlan, run_generation
 from engine.hardware import HardwareProfile, probe_hardware
 from engine.loader import TtlLoader
 from engine.progress import CancelToken, Progress, ProgressCallback, no_progress
-from engine.provisioning import Provisioner
+from engine.provisioning import Provisioner, precision_of
 from engine.requests import ChatRequest, CompletionRequest, GenerationStreamEvent
 from engine.runtimes.base import ModelInstance
 from engine.selector import RuntimeSelector
 from engine.telemetry import Telemetry
 from engine.views import CacheInfo, EngineStatus, ModelView
+
+T = TypeVar("T")
 
 FIM_SYSTEM = (
     "You fill in missing text. The user shows text with a <CURSOR> marker. Reply with only the "
@@ -79,7 +81,6 @@ class EngineService:
             threads=config.threads,
             queue_limit=config.queue_limit,
         )
-        self._ops: dict[str, asyncio.Task[Path]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -87,8 +88,6 @@ class EngineService:
         self.telemetry.start()
 
     async def close(self) -> None:
-        for t in self._ops.values():
-            t.cancel()
         await self.loader.close()
         await self.telemetry.close()
 
@@ -163,8 +162,8 @@ class EngineService:
         self.events.publish(ModelStateEvent(variant_id, state, reason, at=self.clock.wall()))
 
     async def _in_thread(
-        self, key: str, fn: Callable[[ProgressCallback], Path], progress: ProgressCallback
-    ) -> Path:
+        self, fn: Callable[[ProgressCallback], T], progress: ProgressCallback
+    ) -> T:
         loop = asyncio.get_running_loop()
 
         def on_loop(p: Progress) -> None:
@@ -193,7 +192,7 @@ class EngineService:
             return self.provisioner.ensure(v, prog, cancel, on_state)
 
         try:
-            await self._in_thread(v.id, work, progress)
+            await self._in_thread(work, progress)
         except asyncio.CancelledError:
             cancel.cancel("request cancelled")
             self._state(v.id, "cancelled", "download cancelled; it resumes next time")
@@ -226,6 +225,59 @@ class EngineService:
         self.catalog.registrations.add(v)
         self._state(v.id, "registered")
         return self.view(v)
+
+    async def compile(
+        self,
+        source: str,
+        *,
+        precision: str = "int8",
+        device: str = "cpu",
+        name: str | None = None,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> ModelView:
+        """Compile a GGUF file, a Hugging Face folder or an HF-format catalog model to ONNX."""
+        cancel = cancel or CancelToken()
+        prec = precision_of(precision)
+        path = Path(source).expanduser()
+        if not path.exists():
+            # A catalog model in Hugging Face format (e.g. a vLLM variant): fetch it first.
+            v = self.resolve(source)
+            view = await self.download(v.id, progress=progress, cancel=cancel)
+            if view.path is None or not (view.path / "config.json").is_file():
+                raise InvalidRequest(
+                    f"{v.id} is not in Hugging Face format, so there is nothing to compile.",
+                    param="source",
+                )
+            path, default_name = view.path, v.alias
+        else:
+            default_name = path.stem if path.is_file() else path.name
+        loop = asyncio.get_running_loop()
+
+        def on_state(vid: str, state: str) -> None:
+            loop.call_soon_threadsafe(self._state, vid, state)
+
+        def work(prog: ProgressCallback) -> ModelVariant:
+            return self.provisioner.compile_source(
+                path.resolve(),
+                name=name or default_name,
+                precision=prec,
+                device=device,
+                progress=prog,
+                cancel=cancel,
+                on_state=on_state,
+            )
+
+        try:
+            variant = await self._in_thread(work, progress)
+        except asyncio.CancelledError:
+            cancel.cancel("request cancelled")
+            raise
+        if self.catalog.registrations is None:
+            raise IngotError("This engine has no registration store.")
+        self.catalog.registrations.add(variant)
+        self._state(variant.id, "cached")
+        return self.view(variant)
 
     async def delete(self, name: str) -> bool:
         v = self.resolve(name)

@@ -1,0 +1,82 @@
+"""Error codes: each engine error kind with its JSON-RPC code, HTTP status and OpenAI error type.
+
+The kinds match `engine.errors.*.kind` (protocol never imports engine; a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    kind: str
+    code: int  # JSON-RPC error code, in the server-defined range -32000..-32099
+    http_status: int
+    openai_type: str
+    summary: str
+
+    @property
+    def openai_code(self) -> str:
+        return self.kind
+
+
+ERRORS: list[ErrorCode] = [
+    ErrorCode("internal", -32000, 500, "server_error", "An unexpected engine error."),
+    ErrorCode("invalid_request", -32001, 400, "invalid_request_error", "The request is not valid."),
+    ErrorCode(
+        "model_not_found", -32002, 404, "invalid_request_error", "No such model in the catalog."
+    ),
+    ErrorCode(
+        "model_not_cached", -32003, 400, "invalid_request_error", "The model is not downloaded yet."
+    ),
+    ErrorCode("model_not_loaded", -32004, 400, "invalid_request_error", "The model is not loaded."),
+    ErrorCode(
+        "model_does_not_fit", -32005, 507, "server_error", "Not enough memory for the model."
+    ),
+    ErrorCode(
+        "invalid_model_folder",
+        -32006,
+        400,
+        "invalid_request_error",
+        "A registered folder is not a usable model.",
+    ),
+    ErrorCode("load_failed", -32007, 500, "server_error", "The runtime could not load the model."),
+    ErrorCode("model_busy", -32008, 409, "invalid_request_error", "The model is running requests."),
+    ErrorCode(
+        "context_length_exceeded",
+        -32009,
+        400,
+        "invalid_request_error",
+        "The prompt does not fit the context.",
+    ),
+    ErrorCode(
+        "engine_busy", -32010, 503, "server_error", "Too many requests are waiting; retry later."
+    ),
+    ErrorCode("cancelled", -32800, 499, "invalid_request_error", "The request was cancelled."),
+    ErrorCode(
+        "runtime_unavailable",
+        -32011,
+        501,
+        "server_error",
+        "The model's runtime is not available here.",
+    ),
+    ErrorCode(
+        "toolchain_missing", -32012, 501, "server_error", "The compile toolchain is not installed."
+    ),
+    ErrorCode("compile_failed", -32013, 500, "server_error", "Compiling the model failed."),
+    ErrorCode("download_failed", -32014, 502, "server_error", "Downloading the model failed."),
+    ErrorCode("disk_full", -32015, 507, "server_error", "Not enough free disk space."),
+    ErrorCode("cache_error", -32016, 500, "server_error", "The model cache could not be changed."),
+    ErrorCode(
+        "generation_failed", -32017, 500, "server_error", "The runtime failed while generating."
+    ),
+    ErrorCode("unauthorized", -32018, 401, "authentication_error", "A valid API key is required."),
+    ErrorCode("not_found", -32019, 404, "invalid_request_error", "No such resource."),
+]
+
+BY_KIND: dict[str, ErrorCode] = {e.kind: e for e in ERRORS}
+
+
+def error_for(kind: str) -> ErrorCode:
+    return BY_KIND.get(kind, BY_KIND["internal"])

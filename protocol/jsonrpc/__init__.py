@@ -1,0 +1,1 @@
+"""JSON-RPC wire types, one module per area; `methods.py` lists them for the registry."""

@@ -1,0 +1,152 @@
+"""Wire types for generation: chat, completion, edit, the interactive console, and streamed deltas."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from protocol.base import WireModel
+
+
+class ChatMessage(WireModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class Sampling(WireModel):
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1, le=100_000)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stop: list[str] | None = Field(None, max_length=16)
+    repetition_penalty: float | None = Field(None, gt=0, le=10)
+
+
+class StreamParams(WireModel):
+    partial_result_token: str | int | None = Field(
+        None,
+        description="LSP partial results: when set, each text delta is sent as "
+        "`$/progress {token, value: StreamDelta}` while the request runs.",
+    )
+
+
+class ChatParams(Sampling, StreamParams):
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    ttl: float | None = None
+
+
+class CompleteParams(Sampling, StreamParams):
+    model: str = Field(min_length=1, max_length=200)
+    prompt: str
+    suffix: str | None = Field(None, description="Text after the cursor (fill-in-the-middle).")
+    ttl: float | None = None
+
+
+class StreamDelta(WireModel):
+    """One streamed piece of text (the `value` of a `$/progress` partial result)."""
+
+    text: str
+    tokens: int = Field(description="Completion tokens produced so far.")
+
+
+class ToolCall(WireModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: dict[str, str] = Field(description="`{name, arguments}`; arguments is JSON text.")
+
+
+class Usage(WireModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class RequestTelemetry(WireModel):
+    """Measurements of one request (ms, tokens/s)."""
+
+    request_id: str
+    model_id: str
+    runtime: str
+    device: str
+    kind: str
+    started_at: float
+    queue_ms: float
+    load_ms: float
+    ttft_ms: float | None
+    total_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    prefill_tps: float | None
+    decode_tps: float | None
+    finish_reason: str
+
+
+class GenerationResult(WireModel):
+    request_id: str
+    model: str
+    text: str
+    tool_calls: list[ToolCall] = []
+    finish_reason: Literal["stop", "length", "tool_calls"]
+    usage: Usage
+    telemetry: RequestTelemetry
+
+
+class Position(WireModel):
+    line: int = Field(ge=0)
+    character: int = Field(ge=0)
+
+
+class Range(WireModel):
+    start: Position
+    end: Position
+
+
+class EditParams(Sampling, StreamParams):
+    uri: str = Field(description="An open document (textDocument/didOpen).")
+    range: Range
+    instruction: str = Field(min_length=1)
+    model: str | None = Field(None, description="Defaults to the inline model or the loaded one.")
+
+
+class EditResult(WireModel):
+    uri: str
+    range: Range
+    original: str
+    text: str = Field(description="The full replacement for the range.")
+    generation: GenerationResult
+
+
+class ConsoleOpenParams(Sampling):
+    model: str = Field(min_length=1, max_length=200)
+    system: str | None = None
+
+
+class ConsoleSession(WireModel):
+    session_id: str
+    model: str
+    context_length: int
+    tokens: int = Field(description="Tokens the conversation takes in the context so far.")
+    messages: list[ChatMessage]
+
+
+class ConsoleRef(WireModel):
+    session_id: str
+
+
+class ConsoleSendParams(StreamParams):
+    session_id: str
+    message: str = Field(min_length=1)
+
+
+class ConsoleSendResult(WireModel):
+    session: ConsoleSession
+    generation: GenerationResult

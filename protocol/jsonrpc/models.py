@@ -1,0 +1,170 @@
+"""Wire types for the catalog, models, cache and hardware methods."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from protocol.base import WireModel
+
+
+class Capabilities(WireModel):
+    chat: bool
+    tools: bool
+    json_schema: bool
+    fim: bool
+
+
+class ModelInfo(WireModel):
+    """A catalog variant with its state on this machine."""
+
+    id: str = Field(description="`name:version`, unique.")
+    name: str
+    version: int
+    alias: str = Field(description="Short name that resolves to the best variant for this machine.")
+    display_name: str
+    publisher: str
+    description: str = ""
+    device: Literal["cpu", "cuda"]
+    framework: Literal["onnx", "vllm"]
+    runtime: Literal["onnx-genai", "vllm"]
+    source: str = Field(description="Where the files come from, e.g. `huggingface:repo@rev/sub`.")
+    size_bytes: int
+    context_length: int
+    max_output_tokens: int
+    license: str
+    license_url: str | None = None
+    task: str
+    capabilities: Capabilities
+    cached: bool
+    path: str | None = None
+    registered: bool = False
+    loaded: bool
+    loading: bool = False
+    ttl_seconds: float | None = Field(None, description="TTL of the loaded model; negative = kept.")
+    expires_in_seconds: float | None = Field(
+        None, description="Seconds until the TTL unloads it; null while in use or kept."
+    )
+    memory_bytes: int | None = None
+    active_requests: int = 0
+    queued_requests: int = 0
+    fits: bool = Field(description="Enough free memory for weights + KV cache at its context.")
+    fit_reason: str
+    memory_needed_bytes: int
+    offered: bool = Field(description="The hardware can run it (hidden by default otherwise).")
+    runtime_unavailable: str | None = Field(
+        None, description="Why its runtime cannot run here, if so."
+    )
+
+
+class CatalogListParams(WireModel):
+    device: Literal["cpu", "cuda"] | None = None
+    task: str | None = None
+    runtime: str | None = Field(None, description="`onnx-genai`/`onnx` or `vllm`.")
+    cached_only: bool = False
+    fits_only: bool = False
+    include_all: bool = Field(False, description="Also variants this hardware cannot run.")
+
+
+class CatalogListResult(WireModel):
+    models: list[ModelInfo]
+
+
+class ModelRef(WireModel):
+    model: str = Field(description="Alias, name or id.", min_length=1, max_length=200)
+
+
+class ModelDownloadParams(ModelRef):
+    work_done_token: str | int | None = Field(
+        None, description="LSP work-done progress token; created by the server when absent."
+    )
+
+
+class ModelLoadParams(ModelRef):
+    ttl: float | None = Field(
+        None, description="Seconds to keep it after the last use; negative = until unloaded; "
+        "0 = unload when the running requests finish."
+    )
+    work_done_token: str | int | None = None
+
+
+class ModelUnloadParams(ModelRef):
+    force: bool = Field(False, description="Stop running generations instead of waiting for them.")
+
+
+class ModelUnloadResult(WireModel):
+    unloaded: bool = Field(description="Gone now (false: it unloads when running requests end).")
+
+
+class ModelDeleteResult(WireModel):
+    deleted: bool
+
+
+class ModelRegisterParams(WireModel):
+    path: str = Field(description="An ONNX Runtime GenAI folder or a Hugging Face safetensors folder.")
+    runtime: Literal["onnx-genai", "vllm"] = "onnx-genai"
+    name: str | None = None
+    alias: str | None = None
+
+
+class ModelCompileParams(WireModel):
+    source: str = Field(description="A Hugging Face folder or a GGUF file, or a catalog model.")
+    precision: Literal["int4", "int8", "fp16", "fp32"] = "int8"
+    device: Literal["cpu", "cuda"] = "cpu"
+    name: str | None = None
+    work_done_token: str | int | None = None
+
+
+class CacheEntryInfo(WireModel):
+    id: str
+    path: str
+    size_bytes: int
+    source: str
+    created_at: float
+
+
+class CacheInfoResult(WireModel):
+    path: str
+    models: int
+    size_bytes: int
+    free_bytes: int
+    entries: list[CacheEntryInfo]
+
+
+class CacheMoveParams(WireModel):
+    path: str
+
+
+class CacheVerifyParams(WireModel):
+    model: str | None = None
+
+
+class CacheVerifyResult(WireModel):
+    ok: bool
+    problems: dict[str, list[str]] = Field(description="Per model id, what does not match.")
+
+
+class GpuInfo(WireModel):
+    index: int
+    name: str
+    memory_total: int
+    memory_free: int
+    utilization_pct: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+
+
+class HardwareResult(WireModel):
+    cpu_model: str
+    cpu_cores_physical: int
+    cpu_cores_logical: int
+    ram_total: int
+    ram_available: int
+    gpus: list[GpuInfo]
+    execution_providers: list[str]
+    os: str
+    nvml_error: str | None = None
+    devices: list[str]

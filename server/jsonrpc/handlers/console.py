@@ -1,0 +1,105 @@
+"""The interactive console (playground): sessions that keep their history and token count."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import InvalidRequest
+from engine.generation import SamplingParams
+from engine.requests import ChatRequest
+from protocol.jsonrpc import generation as g
+from server import translate
+from server.jsonrpc.handlers.streaming import drain
+from server.jsonrpc.server import IngotServer, dump, parse
+
+MAX_SESSIONS = 64
+
+
+@dataclass
+class Session:
+    id: str
+    model: str  # resolved variant id
+    context_length: int
+    params: SamplingParams
+    system: str | None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tokens: int = 0
+
+    def history(self) -> list[dict[str, Any]]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.messages
+
+    def wire(self) -> g.ConsoleSession:
+        return g.ConsoleSession(
+            session_id=self.id,
+            model=self.model,
+            context_length=self.context_length,
+            tokens=self.tokens,
+            messages=[g.ChatMessage.model_validate(m) for m in self.history()],
+        )
+
+
+def register(server: IngotServer) -> None:
+    sessions: dict[str, Session] = {}
+
+    def get(session_id: str) -> Session:
+        s = sessions.get(session_id)
+        if s is None:
+            raise InvalidRequest(
+                f"No console session '{session_id}'.",
+                hint="Open one with ingot/console/open.",
+                param="sessionId",
+            )
+        return s
+
+    @server.feature("ingot/console/open")
+    async def open_(params: Any) -> Any:
+        p = parse(g.ConsoleOpenParams, params)
+        variant = server.service.runnable(p.model)
+        if len(sessions) >= MAX_SESSIONS:
+            oldest = next(iter(sessions))
+            sessions.pop(oldest)
+        s = Session(
+            id=f"console-{secrets.token_hex(6)}",
+            model=variant.id,
+            context_length=variant.context_length,
+            params=translate.sampling(p),
+            system=p.system,
+        )
+        sessions[s.id] = s
+        return dump(s.wire())
+
+    @server.feature("ingot/console/send")
+    async def send(params: Any) -> Any:
+        p = parse(g.ConsoleSendParams, params)
+        s = get(p.session_id)
+        turn = [*s.messages, {"role": "user", "content": p.message}]
+        head = [{"role": "system", "content": s.system}] if s.system else []
+        req = ChatRequest(model=s.model, messages=head + turn, params=s.params, kind="console")
+        result = await drain(server, server.service.chat(req), p.partial_result_token)
+        # The history only changes when the answer completed: a cancelled turn leaves no trace.
+        s.messages = [*turn, {"role": "assistant", "content": result.text}]
+        s.tokens = result.usage.prompt_tokens + result.usage.completion_tokens
+        return dump(
+            g.ConsoleSendResult(session=s.wire(), generation=translate.generation_result(result))
+        )
+
+    @server.feature("ingot/console/history")
+    async def history(params: Any) -> Any:
+        return dump(get(parse(g.ConsoleRef, params).session_id).wire())
+
+    @server.feature("ingot/console/reset")
+    async def reset(params: Any) -> Any:
+        s = get(parse(g.ConsoleRef, params).session_id)
+        s.messages = []
+        s.tokens = 0
+        return dump(s.wire())
+
+    @server.feature("ingot/console/close")
+    async def close(params: Any) -> Any:
+        p = parse(g.ConsoleRef, params)
+        get(p.session_id)
+        sessions.pop(p.session_id, None)
+        return None

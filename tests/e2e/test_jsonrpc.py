@@ -1,0 +1,209 @@
+"""End-to-end: the real engine process over stdio with the real default model, via pytest-lsp."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+
+from server.state import read_state
+from tests.e2e.rpc_client import IngotTestClient, engine
+
+MODEL = "smollm2-135m"
+HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
+
+
+async def test_initialize_advertises_methods_and_rest_url(seeded_home: Path) -> None:
+    async with engine(seeded_home) as c:
+        ready = await c.wait_for("ingot/serviceReady")
+        assert ready["url"].startswith("http://127.0.0.1:")
+        status = await c.request("ingot/service/status")
+        assert status["restUrl"] == ready["url"] and status["mode"] == "engine"
+        st = read_state(seeded_home)
+        assert st is not None and st.url == ready["url"] and st.kind == "engine"
+        assert (seeded_home / "service.json").stat().st_mode & 0o777 == 0o600
+        async with aiohttp.ClientSession() as http, http.get(ready["url"] + "/health") as r:
+            assert r.status == 200
+    assert read_state(seeded_home) is None  # cleared on shutdown
+
+
+async def test_catalog_and_model_info(seeded_home: Path) -> None:
+    async with engine(seeded_home) as c:
+        listing = await c.request("ingot/catalog/list", {"cachedOnly": True})
+        ids = {m["id"] for m in listing["models"]}
+        assert "smollm2-135m-instruct-cpu-int8:1" in ids
+        info = await c.request("ingot/model/info", {"model": MODEL})
+        assert info["id"] == "smollm2-135m-instruct-cpu-int8:1"
+        assert info["cached"] and info["fits"] and info["offered"] and not info["loaded"]
+        everything = await c.request("ingot/catalog/list", {"includeAll": True})
+        cuda = [m for m in everything["models"] if m["device"] == "cuda"]
+        assert cuda and all(not m["offered"] and "GPU" in m["fitReason"] for m in cuda)
+
+
+async def test_chat_streams_partial_results_and_reports_telemetry(seeded_home: Path) -> None:
+    async with engine(seeded_home) as c:
+        load = await c.request("ingot/model/load", {"model": MODEL, "ttl": 120, "workDoneToken": "ld"})
+        assert load["loaded"] and load["ttlSeconds"] == 120
+        kinds = [w["kind"] for w in c.work["ld"]]
+        assert kinds[0] == "begin" and kinds[-1] == "end"
+        res = await c.request(
+            "ingot/chat",
+            {"model": MODEL, "messages": HELLO, "maxTokens": 24, "temperature": 0, "partialResultToken": "p1"},
+        )
+        streamed = "".join(d["text"] for d in c.partials["p1"])
+        assert streamed == res["text"] and res["text"].strip()
+        assert res["usage"]["completionTokens"] == c.partials["p1"][-1]["tokens"]
+        assert res["finishReason"] in ("stop", "length")
+        t = res["telemetry"]
+        assert t["ttftMs"] > 0 and t["promptTokens"] > 5 and t["modelId"].startswith("smollm2")
+        states = [n["state"] for n in c.seen("ingot/model/stateChanged")]
+        assert "loading" in states and "loaded" in states
+
+
+async def test_cancel_stops_generation_and_reports_tokens(seeded_home: Path) -> None:
+    async with engine(seeded_home) as c:
+        await c.request("ingot/model/load", {"model": MODEL})
+        params = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+            "maxTokens": 2000,
+            "temperature": 0,
+            "partialResultToken": "long",
+        }
+        fut = c.lsp.protocol.send_request("ingot/chat", params)
+        while len(c.partials.get("long", [])) < 5:
+            await asyncio.sleep(0.01)
+        msg_id = next(k for k, f in c.lsp.protocol._request_futures.items() if f is fut)
+        c.lsp.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
+        with pytest.raises(JsonRpcException) as err:
+            await asyncio.wrap_future(fut)
+        assert err.value.code == -32800
+        produced = len(c.partials["long"])
+        await asyncio.sleep(0.5)
+        assert len(c.partials["long"]) == produced  # nothing streamed after the cancel
+        status = await c.request("ingot/service/status")
+        assert status["activeRequests"] == 0
+        # The engine is still healthy.
+        res = await c.request("ingot/chat", {"model": MODEL, "messages": HELLO, "maxTokens": 4})
+        assert res["usage"]["completionTokens"] >= 1
+
+
+async def test_errors_have_codes_and_hints(seeded_home: Path) -> None:
+    async with engine(seeded_home) as c:
+        with pytest.raises(JsonRpcException) as e:
+            await c.request("ingot/model/info", {"model": "smollm2-135"})
+        assert e.value.code == -32002 and "smollm2-135m" in e.value.message
+        with pytest.raises(JsonRpcException) as e:
+            await c.request("ingot/chat", {"model": MODEL, "messages": [], "temperature": 9})
+        assert e.value.code == -32602 and "messages" in e.value.message and "temperature" in e.value.message
+        with pytest.raises(JsonRpcException) as e:
+            await c.request("ingot/nope", {})
+        assert e.value.code == -32601
+        with pytest.raises(JsonRpcException) as e:
+            await c.request("ingot/model/info", {"model": "../../etc/passwd"})
+        assert e.value.code == -32001
+        long_text = "word " * 9000
+        with pytest.raises(JsonRpcException) as e:
+            await c.request("ingot/chat", {"model": MODEL, "messages": [{"role": "user", "content": long_text}]})
+        assert e.value.code == -32009 and "8192" in e.value.message
+        # Still answering after all of that.
+        assert (await c.request("ingot/service/status"))["pid"] > 0
+
+
+async def test_console_session_keeps_history(seeded_home: Path) -> None:
+    async with engine(seeded_home) as c:
+        s = await c.request("ingot/console/open", {"model": MODEL, "system": "Be brief.", "maxTokens": 16, "temperature": 0})
+        sid = s["sessionId"]
+        r1 = await c.request("ingot/console/send", {"sessionId": sid, "message": "My name is Ada.", "partialResultToken": "c1"})
+        assert r1["session"]["tokens"] > 0 and len(r1["session"]["messages"]) == 3
+        assert "".join(d["text"] for d in c.partials["c1"]) == r1["generation"]["text"]
+        r2 = await c.request("ingot/console/send", {"sessionId": sid, "message": "What is my name?"})
+        assert r2["session"]["tokens"] > r1["session"]["tokens"]
+        h = await c.request("ingot/console/history", {"sessionId": sid})
+        assert [m["role"] for m in h["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+        reset = await c.request("ingot/console/reset", {"sessionId": sid})
+        assert reset["tokens"] == 0 and len(reset["messages"]) == 1
+        await c.request("ingot/console/close", {"sessionId": sid})
+        with pytest.raises(JsonRpcException):
+            await c.request("ingot/console/history", {"sessionId": sid})
+
+
+async def test_inline_completion_and_edit(seeded_home: Path) -> None:
+    async with engine(seeded_home) as c:
+        uri = "file:///tmp/example.py"
+        text = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n"
+        c.lsp.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        )
+        empty = await c.lsp.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=4, character=0),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            )
+        )
+        assert empty is not None and empty.items == []  # nothing loaded: stays out of the way
+        await c.request("ingot/model/load", {"model": MODEL})
+        c.lsp.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(
+                        range=types.Range(start=types.Position(line=4, character=0), end=types.Position(line=4, character=0)),
+                        text="def mul(a, b):\n    ",
+                    )
+                ],
+            )
+        )
+        got = await c.lsp.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=5, character=4),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            )
+        )
+        assert got is not None and len(got.items) == 1 and str(got.items[0].insert_text).strip()
+        edit = await c.request(
+            "ingot/edit",
+            {
+                "uri": uri,
+                "range": {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 16}},
+                "instruction": "Rename the function add to plus.",
+                "maxTokens": 40,
+                "temperature": 0,
+                "partialResultToken": "e1",
+            },
+        )
+        assert edit["original"] == "def add(a, b):\n    return a + b"
+        assert edit["text"].strip() and "".join(d["text"] for d in c.partials["e1"]).strip()
+
+
+async def test_telemetry_subscription(seeded_home: Path) -> None:
+    async with engine(seeded_home) as c:
+        await c.request("ingot/telemetry/subscribe", {"intervalMs": 200})
+        sample = await c.wait_for("ingot/telemetry/sample")
+        assert sample["engineRss"] > 10_000_000 and sample["ramTotal"] > 0
+        await c.request("ingot/chat", {"model": MODEL, "messages": HELLO, "maxTokens": 4})
+        rec = await c.wait_for("ingot/telemetry/request")
+        assert rec["completionTokens"] >= 1 and rec["kind"] == "chat"
+        loaded = await c.wait_for("ingot/telemetry/sample", lambda s: s["loaded"])
+        assert loaded["loaded"][0]["id"].startswith("smollm2")
+        hist = await c.request("ingot/telemetry/history")
+        assert hist["requests"] and hist["samples"]
+
+
+async def test_second_engine_on_same_home_forwards(seeded_home: Path) -> None:
+    async with engine(seeded_home) as first:
+        url = (await first.wait_for("ingot/serviceReady"))["url"]
+        async with engine(seeded_home) as second:
+            status = await second.request("ingot/service/status")
+            assert status["mode"] == "forwarding" and status["forwardedTo"] == url
+        assert read_state(seeded_home) is not None  # the second one left the owner's state alone
+        _ = json  # keep import for debugging payloads

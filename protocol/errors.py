@@ -11,7 +11,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ErrorCode:
     kind: str
-    code: int  # JSON-RPC error code, in the server-defined range -32000..-32099
+    # JSON-RPC error code: -32000 and -32010..-32099 (LSP reserves -32001/-32002; -32800 is
+    # LSP's RequestCancelled).
+    code: int
     http_status: int
     openai_type: str
     summary: str
@@ -23,56 +25,56 @@ class ErrorCode:
 
 ERRORS: list[ErrorCode] = [
     ErrorCode("internal", -32000, 500, "server_error", "An unexpected engine error."),
-    ErrorCode("invalid_request", -32001, 400, "invalid_request_error", "The request is not valid."),
+    ErrorCode("invalid_request", -32010, 400, "invalid_request_error", "The request is not valid."),
     ErrorCode(
-        "model_not_found", -32002, 404, "invalid_request_error", "No such model in the catalog."
+        "model_not_found", -32011, 404, "invalid_request_error", "No such model in the catalog."
     ),
     ErrorCode(
-        "model_not_cached", -32003, 400, "invalid_request_error", "The model is not downloaded yet."
+        "model_not_cached", -32012, 400, "invalid_request_error", "The model is not downloaded yet."
     ),
-    ErrorCode("model_not_loaded", -32004, 400, "invalid_request_error", "The model is not loaded."),
+    ErrorCode("model_not_loaded", -32013, 400, "invalid_request_error", "The model is not loaded."),
     ErrorCode(
-        "model_does_not_fit", -32005, 507, "server_error", "Not enough memory for the model."
+        "model_does_not_fit", -32014, 507, "server_error", "Not enough memory for the model."
     ),
     ErrorCode(
         "invalid_model_folder",
-        -32006,
+        -32015,
         400,
         "invalid_request_error",
         "A registered folder is not a usable model.",
     ),
-    ErrorCode("load_failed", -32007, 500, "server_error", "The runtime could not load the model."),
-    ErrorCode("model_busy", -32008, 409, "invalid_request_error", "The model is running requests."),
+    ErrorCode("load_failed", -32016, 500, "server_error", "The runtime could not load the model."),
+    ErrorCode("model_busy", -32017, 409, "invalid_request_error", "The model is running requests."),
     ErrorCode(
         "context_length_exceeded",
-        -32009,
+        -32018,
         400,
         "invalid_request_error",
         "The prompt does not fit the context.",
     ),
     ErrorCode(
-        "engine_busy", -32010, 503, "server_error", "Too many requests are waiting; retry later."
+        "engine_busy", -32019, 503, "server_error", "Too many requests are waiting; retry later."
     ),
     ErrorCode("cancelled", -32800, 499, "invalid_request_error", "The request was cancelled."),
     ErrorCode(
         "runtime_unavailable",
-        -32011,
+        -32020,
         501,
         "server_error",
         "The model's runtime is not available here.",
     ),
     ErrorCode(
-        "toolchain_missing", -32012, 501, "server_error", "The compile toolchain is not installed."
+        "toolchain_missing", -32021, 501, "server_error", "The compile toolchain is not installed."
     ),
-    ErrorCode("compile_failed", -32013, 500, "server_error", "Compiling the model failed."),
-    ErrorCode("download_failed", -32014, 502, "server_error", "Downloading the model failed."),
-    ErrorCode("disk_full", -32015, 507, "server_error", "Not enough free disk space."),
-    ErrorCode("cache_error", -32016, 500, "server_error", "The model cache could not be changed."),
+    ErrorCode("compile_failed", -32022, 500, "server_error", "Compiling the model failed."),
+    ErrorCode("download_failed", -32023, 502, "server_error", "Downloading the model failed."),
+    ErrorCode("disk_full", -32024, 507, "server_error", "Not enough free disk space."),
+    ErrorCode("cache_error", -32025, 500, "server_error", "The model cache could not be changed."),
     ErrorCode(
-        "generation_failed", -32017, 500, "server_error", "The runtime failed while generating."
+        "generation_failed", -32026, 500, "server_error", "The runtime failed while generating."
     ),
-    ErrorCode("unauthorized", -32018, 401, "authentication_error", "A valid API key is required."),
-    ErrorCode("not_found", -32019, 404, "invalid_request_error", "No such resource."),
+    ErrorCode("unauthorized", -32027, 401, "authentication_error", "A valid API key is required."),
+    ErrorCode("not_found", -32028, 404, "invalid_request_error", "No such resource."),
 ]
 
 BY_KIND: dict[str, ErrorCode] = {e.kind: e for e in ERRORS}

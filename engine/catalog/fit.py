@@ -24,7 +24,7 @@ class FitVerdict:
 
 
 def memory_needed(v: ModelVariant, context: int | None = None) -> int:
-    kv = v.kv.bytes_per_token() * (context or v.context_length) if v.kv else 0
+    kv = v.kv.bytes_per_token() * (context or v.planned_context) if v.kv else 0
     return int(v.size_bytes * 1.05) + kv + RUNTIME_OVERHEAD_BYTES
 
 
@@ -55,7 +55,7 @@ def check_fit(
                 False,
                 need,
                 best,
-                f"needs {_gib(need)} of GPU memory at {v.context_length} tokens of context; "
+                f"needs {_gib(need)} of GPU memory at {v.planned_context} tokens of context; "
                 f"{_gib(best)} free",
             )
         return FitVerdict(
@@ -67,6 +67,6 @@ def check_fit(
             False,
             need,
             avail,
-            f"needs {_gib(need)} of RAM at {v.context_length} tokens of context; {_gib(avail)} free",
+            f"needs {_gib(need)} of RAM at {v.planned_context} tokens of context; {_gib(avail)} free",
         )
     return FitVerdict(True, need, avail, f"fits in RAM ({_gib(need)} of {_gib(avail)} free)")

@@ -106,6 +106,8 @@ class ModelVariant:
     license_url: str | None = None
     description: str = ""
     max_output_tokens: int = 2048
+    # The context the fit check and the vLLM planner size the KV cache for; None = min(context, 4096).
+    default_context: int | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
     kv: KvShape | None = None
     build: BuildRecipe | None = None
@@ -117,6 +119,10 @@ class ModelVariant:
     @property
     def id(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def planned_context(self) -> int:
+        return self.default_context or min(self.context_length, 4096)
 
     @property
     def runtime(self) -> RuntimeName:

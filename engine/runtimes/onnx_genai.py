@@ -39,9 +39,17 @@ def _og() -> Any:
 
 class OnnxGenaiInstance:
     def __init__(
-        self, variant_id: str, folder: Path, model: Any, tokenizer: Any, memory: int, device: str
+        self,
+        variant_id: str,
+        folder: Path,
+        model: Any,
+        tokenizer: Any,
+        memory: int,
+        device: str,
+        max_output_tokens: int = 2048,
     ) -> None:
         self.variant_id = variant_id
+        self.max_output_tokens = max_output_tokens
         self.folder = folder
         self.device = device
         self._model = model
@@ -137,7 +145,9 @@ class OnnxGenaiInstance:
     ) -> AsyncGenerator[GenerationEvent, None]:
         loop = asyncio.get_running_loop()
         tokens = [int(t) for t in self._tokenizer.encode(request.prompt)]
-        max_new = request.params.max_tokens or (self.context_length - len(tokens))
+        # Without max_tokens, stop at the model's output limit rather than filling the whole
+        # context: ORT GenAI sizes its shared KV buffer by max_length.
+        max_new = request.params.max_tokens or self.max_output_tokens
         max_new = max(1, min(max_new, self.context_length - len(tokens)))
         queue: asyncio.Queue[object] = asyncio.Queue()
 
@@ -210,8 +220,10 @@ class OnnxGenaiRuntime:
             proc = psutil.Process()
             before = proc.memory_info().rss
             cfg = og.Config(str(folder))
-            if variant.device == "cpu":
-                cfg.clear_providers()
+            # The provider follows the variant, not whatever genai_config.json happens to name.
+            cfg.clear_providers()
+            if variant.device == "cuda":
+                cfg.append_provider("cuda")
             # Thread count is a session option; overlay it rather than editing the model's files.
             cfg.overlay(
                 json.dumps(
@@ -221,7 +233,15 @@ class OnnxGenaiRuntime:
             model = og.Model(cfg)
             tokenizer = og.Tokenizer(model)
             used = max(0, proc.memory_info().rss - before)
-            return OnnxGenaiInstance(variant.id, folder, model, tokenizer, used, variant.device)
+            return OnnxGenaiInstance(
+                variant.id,
+                folder,
+                model,
+                tokenizer,
+                used,
+                variant.device,
+                variant.max_output_tokens,
+            )
 
         try:
             instance = await asyncio.to_thread(do_load)

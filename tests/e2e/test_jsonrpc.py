@@ -47,13 +47,21 @@ async def test_catalog_and_model_info(seeded_home: Path) -> None:
 
 async def test_chat_streams_partial_results_and_reports_telemetry(seeded_home: Path) -> None:
     async with engine(seeded_home) as c:
-        load = await c.request("ingot/model/load", {"model": MODEL, "ttl": 120, "workDoneToken": "ld"})
+        load = await c.request(
+            "ingot/model/load", {"model": MODEL, "ttl": 120, "workDoneToken": "ld"}
+        )
         assert load["loaded"] and load["ttlSeconds"] == 120
         kinds = [w["kind"] for w in c.work["ld"]]
         assert kinds[0] == "begin" and kinds[-1] == "end"
         res = await c.request(
             "ingot/chat",
-            {"model": MODEL, "messages": HELLO, "maxTokens": 24, "temperature": 0, "partialResultToken": "p1"},
+            {
+                "model": MODEL,
+                "messages": HELLO,
+                "maxTokens": 24,
+                "temperature": 0,
+                "partialResultToken": "p1",
+            },
         )
         streamed = "".join(d["text"] for d in c.partials["p1"])
         assert streamed == res["text"] and res["text"].strip()
@@ -97,35 +105,55 @@ async def test_errors_have_codes_and_hints(seeded_home: Path) -> None:
     async with engine(seeded_home) as c:
         with pytest.raises(JsonRpcException) as e:
             await c.request("ingot/model/info", {"model": "smollm2-135"})
-        assert e.value.code == -32002 and "smollm2-135m" in e.value.message
+        assert e.value.code == -32011 and "smollm2-135m" in e.value.message
         with pytest.raises(JsonRpcException) as e:
             await c.request("ingot/chat", {"model": MODEL, "messages": [], "temperature": 9})
-        assert e.value.code == -32602 and "messages" in e.value.message and "temperature" in e.value.message
+        assert (
+            e.value.code == -32602
+            and "messages" in e.value.message
+            and "temperature" in e.value.message
+        )
         with pytest.raises(JsonRpcException) as e:
             await c.request("ingot/nope", {})
         assert e.value.code == -32601
         with pytest.raises(JsonRpcException) as e:
             await c.request("ingot/model/info", {"model": "../../etc/passwd"})
-        assert e.value.code == -32001
+        assert e.value.code == -32010
         long_text = "word " * 9000
         with pytest.raises(JsonRpcException) as e:
-            await c.request("ingot/chat", {"model": MODEL, "messages": [{"role": "user", "content": long_text}]})
-        assert e.value.code == -32009 and "8192" in e.value.message
+            await c.request(
+                "ingot/chat", {"model": MODEL, "messages": [{"role": "user", "content": long_text}]}
+            )
+        assert e.value.code == -32018 and "8192" in e.value.message
         # Still answering after all of that.
         assert (await c.request("ingot/service/status"))["pid"] > 0
 
 
 async def test_console_session_keeps_history(seeded_home: Path) -> None:
     async with engine(seeded_home) as c:
-        s = await c.request("ingot/console/open", {"model": MODEL, "system": "Be brief.", "maxTokens": 16, "temperature": 0})
+        s = await c.request(
+            "ingot/console/open",
+            {"model": MODEL, "system": "Be brief.", "maxTokens": 16, "temperature": 0},
+        )
         sid = s["sessionId"]
-        r1 = await c.request("ingot/console/send", {"sessionId": sid, "message": "My name is Ada.", "partialResultToken": "c1"})
+        r1 = await c.request(
+            "ingot/console/send",
+            {"sessionId": sid, "message": "My name is Ada.", "partialResultToken": "c1"},
+        )
         assert r1["session"]["tokens"] > 0 and len(r1["session"]["messages"]) == 3
         assert "".join(d["text"] for d in c.partials["c1"]) == r1["generation"]["text"]
-        r2 = await c.request("ingot/console/send", {"sessionId": sid, "message": "What is my name?"})
+        r2 = await c.request(
+            "ingot/console/send", {"sessionId": sid, "message": "What is my name?"}
+        )
         assert r2["session"]["tokens"] > r1["session"]["tokens"]
         h = await c.request("ingot/console/history", {"sessionId": sid})
-        assert [m["role"] for m in h["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+        assert [m["role"] for m in h["messages"]] == [
+            "system",
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+        ]
         reset = await c.request("ingot/console/reset", {"sessionId": sid})
         assert reset["tokens"] == 0 and len(reset["messages"]) == 1
         await c.request("ingot/console/close", {"sessionId": sid})
@@ -139,24 +167,31 @@ async def test_inline_completion_and_edit(seeded_home: Path) -> None:
         text = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n"
         c.lsp.text_document_did_open(
             types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id="python", version=1, text=text
+                )
             )
         )
         empty = await c.lsp.text_document_inline_completion_async(
             types.InlineCompletionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
                 position=types.Position(line=4, character=0),
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Invoked
+                ),
             )
         )
-        assert empty is not None and empty.items == []  # nothing loaded: stays out of the way
+        assert empty is not None and list(empty.items) == []  # nothing loaded: stays out of the way
         await c.request("ingot/model/load", {"model": MODEL})
         c.lsp.text_document_did_change(
             types.DidChangeTextDocumentParams(
                 text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
                 content_changes=[
                     types.TextDocumentContentChangePartial(
-                        range=types.Range(start=types.Position(line=4, character=0), end=types.Position(line=4, character=0)),
+                        range=types.Range(
+                            start=types.Position(line=4, character=0),
+                            end=types.Position(line=4, character=0),
+                        ),
                         text="def mul(a, b):\n    ",
                     )
                 ],
@@ -166,7 +201,9 @@ async def test_inline_completion_and_edit(seeded_home: Path) -> None:
             types.InlineCompletionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
                 position=types.Position(line=5, character=4),
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Invoked
+                ),
             )
         )
         assert got is not None and len(got.items) == 1 and str(got.items[0].insert_text).strip()
@@ -174,7 +211,10 @@ async def test_inline_completion_and_edit(seeded_home: Path) -> None:
             "ingot/edit",
             {
                 "uri": uri,
-                "range": {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 16}},
+                "range": {
+                    "start": {"line": 0, "character": 0},
+                    "end": {"line": 1, "character": 16},
+                },
                 "instruction": "Rename the function add to plus.",
                 "maxTokens": 40,
                 "temperature": 0,

@@ -42,7 +42,10 @@ class EngineConfig:
         return self.home / "cache-location"
 
     def with_overrides(self, **changes: Any) -> EngineConfig:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        kept = {k: v for k, v in changes.items() if v is not None}
+        if "home" in kept:
+            kept["home"] = Path(kept["home"]).expanduser()
+        return replace(self, **kept)
 
     @staticmethod
     def from_env(**overrides: Any) -> EngineConfig:

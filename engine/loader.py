@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +79,7 @@ class TtlLoader:
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._expiry_task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        self._closing = False
 
     # -- queries -------------------------------------------------------------------------------
     def loaded(self) -> list[LoadedModel]:
@@ -243,19 +244,24 @@ class TtlLoader:
         return min(times) if times else None
 
     async def _expiry_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self.expire_due()
             nxt = self.next_expiry()
             timeout = 60.0 if nxt is None else max(0.05, nxt - self.clock.monotonic())
             self._wakeup.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+            # arrives as the event is set, and the loop would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=min(timeout, 60.0))
+                async with asyncio.timeout(min(timeout, 60.0)):
+                    await self._wakeup.wait()
 
     def start(self) -> None:
         if self._expiry_task is None:
             self._expiry_task = asyncio.create_task(self._expiry_loop(), name="ingot-ttl-expiry")
 
     async def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
         if self._expiry_task:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -266,5 +272,3 @@ class TtlLoader:
                 halt.halt("engine shutting down")
             await self._unload(e, "engine shutting down")
 
-
-WithLoad = Callable[[], Awaitable[LoadedModel]]

@@ -219,7 +219,10 @@ class ModelCache:
             return self
         if dest.is_relative_to(self.root.resolve()):
             raise CacheError(f"Cannot move the cache into itself ({dest}).")
-        if dest.exists() and any(p for p in dest.iterdir() if p.name not in {"models", "partial"}):
+        # Lock files left by an earlier cache at `dest` are not content.
+        if dest.exists() and any(
+            p for p in dest.iterdir() if p.name not in {"models", "partial", ".lock"}
+        ):
             raise CacheError(
                 f"{dest} is not empty.",
                 hint="Choose an empty or new folder for the cache.",
@@ -232,9 +235,10 @@ class ModelCache:
                     continue
                 target = dest / sub
                 target.mkdir(exist_ok=True)
-                for item in src.iterdir():
+                items = [i for i in src.iterdir() if i.suffix != ".lock"]
+                for item in items:
                     if (target / item.name).exists():
                         raise CacheError(f"{target / item.name} already exists; nothing was moved.")
-                for item in src.iterdir():
+                for item in items:
                     shutil.move(str(item), str(target / item.name))
         return ModelCache(dest)

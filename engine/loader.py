@@ -271,4 +271,3 @@ class TtlLoader:
             for halt in list(e.active):
                 halt.halt("engine shutting down")
             await self._unload(e, "engine shutting down")
-

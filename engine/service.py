@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -162,14 +163,26 @@ class EngineService:
         self.events.publish(ModelStateEvent(variant_id, state, reason, at=self.clock.wall()))
 
     async def _in_thread(
-        self, fn: Callable[[ProgressCallback], T], progress: ProgressCallback
+        self, fn: Callable[[ProgressCallback], T], progress: ProgressCallback, cancel: CancelToken
     ) -> T:
+        """Run blocking work (download, compile) in a thread, progress delivered on the loop.
+
+        If the caller is cancelled, the work is told to stop through `cancel`, and we still wait
+        for the thread to finish so that partial files are consistent (and resumable) by the
+        time the cancellation propagates."""
         loop = asyncio.get_running_loop()
 
         def on_loop(p: Progress) -> None:
             loop.call_soon_threadsafe(progress, p)
 
-        return await asyncio.to_thread(fn, on_loop)
+        fut = asyncio.ensure_future(asyncio.to_thread(fn, on_loop))
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancel.cancel("request cancelled")
+            with contextlib.suppress(BaseException):
+                await fut
+            raise
 
     async def download(
         self,
@@ -192,12 +205,8 @@ class EngineService:
             return self.provisioner.ensure(v, prog, cancel, on_state)
 
         try:
-            await self._in_thread(work, progress)
-        except asyncio.CancelledError:
-            cancel.cancel("request cancelled")
-            self._state(v.id, "cancelled", "download cancelled; it resumes next time")
-            raise
-        except Cancelled:
+            await self._in_thread(work, progress, cancel)
+        except (asyncio.CancelledError, Cancelled):
             self._state(v.id, "cancelled", "download cancelled; it resumes next time")
             raise
         except IngotError as e:
@@ -268,11 +277,7 @@ class EngineService:
                 on_state=on_state,
             )
 
-        try:
-            variant = await self._in_thread(work, progress)
-        except asyncio.CancelledError:
-            cancel.cancel("request cancelled")
-            raise
+        variant = await self._in_thread(work, progress, cancel)
         if self.catalog.registrations is None:
             raise IngotError("This engine has no registration store.")
         self.catalog.registrations.add(variant)

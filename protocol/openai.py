@@ -7,15 +7,44 @@ change the output and that Ingot cannot honour: those get a 400, never silent ig
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_MESSAGES = 4096
 MAX_TOOLS = 128
 MAX_STOP = 16
 INT64 = 2**63 - 1
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_seconds(value: Any) -> float:
+    """Ollama's keep_alive: seconds or a Go duration ("5m", "1h30m"); negative keeps the model
+    loaded (-1), 0 unloads it after the request."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("keep_alive must be a number of seconds or a duration such as '5m'")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        sign = -1.0 if text.startswith("-") else 1.0
+        body = text.lstrip("+-")
+        parts = _DURATION.findall(body)
+        if re.fullmatch(r"\d+(\.\d+)?", body):
+            seconds = sign * float(body)
+        elif parts and "".join(n + u for n, u in parts) == body:
+            seconds = sign * sum(float(n) * _UNIT_S[u] for n, u in parts)
+        else:
+            raise ValueError(f"'{value[:40]}' is not a duration such as 300, '5m' or '-1'")
+    else:
+        seconds = float(value)
+    if seconds != seconds or abs(seconds) > 1e9:
+        raise ValueError("keep_alive is out of range")
+    return -1.0 if seconds < 0 else seconds
+
+
+KeepAlive = Annotated[float, BeforeValidator(keep_alive_seconds)]
 Stop = str | Annotated[list[Annotated[str, Field(max_length=1000)]], Field(max_length=MAX_STOP)]
 
 
@@ -116,7 +145,7 @@ class _Generation(_Request):
     user: str | None = Field(None, max_length=512)
     # Extras: Foundry Local (`ttl`, `top_k`, `random_seed`, `ep`), Ollama (`keep_alive`), vLLM.
     ttl: float | None = Field(None, ge=-1e9, le=1e9, allow_inf_nan=False)
-    keep_alive: str | float | None = None
+    keep_alive: KeepAlive | None = None
     top_k: int | None = Field(None, ge=1, le=100_000)
     random_seed: int | None = Field(None, ge=0, le=INT64)
     repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False)

@@ -120,7 +120,11 @@ async def main() -> None:
     t = time.perf_counter()
     cfg = og.Config(str(model_dir))
     cfg.clear_providers()
-    cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": args.threads}}}}))
+    cfg.overlay(
+        json.dumps(
+            {"model": {"decoder": {"session_options": {"intra_op_num_threads": args.threads}}}}
+        )
+    )
     model = og.Model(cfg)
     tokenizer = og.Tokenizer(model)
     bare_load = time.perf_counter() - t
@@ -156,12 +160,16 @@ async def main() -> None:
         print(json.dumps(result, indent=2))
         return
     b, e = result["bare"], result["engine"]
-    print(f"prompt {result['prompt_tokens']} tokens, {args.tokens} generated, {args.threads} threads, median of {args.reps}")
+    print(
+        f"prompt {result['prompt_tokens']} tokens, {args.tokens} generated, {args.threads} threads, median of {args.reps}"
+    )
     print(f"{'':10} {'TTFT ms':>9} {'decode tok/s':>13} {'load s':>7}")
     print(f"{'bare':10} {b['ttft_ms']:9.1f} {b['decode_tps']:13.1f} {b['load_s']:7.2f}")
     print(f"{'engine':10} {e['ttft_ms']:9.1f} {e['decode_tps']:13.1f} {e['load_s']:7.2f}")
-    print(f"decode ratio {result['decode_ratio']:.3f}  TTFT overhead {result['ttft_overhead_ms']:+.1f} ms  "
-          f"engine idle RSS {result['engine_idle_rss_mb']:.0f} MB")
+    print(
+        f"decode ratio {result['decode_ratio']:.3f}  TTFT overhead {result['ttft_overhead_ms']:+.1f} ms  "
+        f"engine idle RSS {result['engine_idle_rss_mb']:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def generation_result(r: GenerationResult) -> g.GenerationResult:
             g.ToolCall(id=c.id, function={"name": c.name, "arguments": c.arguments})
             for c in r.tool_calls
         ],
-        finish_reason=r.finish_reason,  # type: ignore[arg-type]
+        finish_reason=r.finish_reason,
         usage=g.Usage(
             prompt_tokens=r.usage.prompt_tokens,
             completion_tokens=r.usage.completion_tokens,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,9 @@ def _link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(p, target)
 
 
-def seed_model(home: Path, variant_id: str, folder: Path, source: str, runtime: str, framework: str) -> Path:
+def seed_model(
+    home: Path, variant_id: str, folder: Path, source: str, runtime: str, framework: str
+) -> Path:
     cache = ModelCache(home / "cache")
     staging = cache.staging_for(variant_id)
     shutil.rmtree(staging, ignore_errors=True)
@@ -63,11 +64,11 @@ def seeded_home_template(
 
 
 @pytest.fixture
-def seeded_home(tmp_path: Path, seeded_home_template: Path) -> Iterator[Path]:
+def seeded_home(tmp_path: Path, seeded_home_template: Path) -> Path:
     """A fresh Ingot home per test with the default model already cached (hard links)."""
     home = tmp_path / "ingot-home"
     _link_tree(seeded_home_template, home)
-    yield home
+    return home
 
 
 @pytest.fixture

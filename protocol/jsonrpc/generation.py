@@ -94,7 +94,7 @@ class GenerationResult(WireModel):
     request_id: str
     model: str
     text: str
-    tool_calls: list[ToolCall] = []
+    tool_calls: list[ToolCall] = Field(default_factory=list)
     finish_reason: Literal["stop", "length", "tool_calls"]
     usage: Usage
     telemetry: RequestTelemetry

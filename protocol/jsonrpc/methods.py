@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from protocol.jsonrpc import generation as g
 from protocol.jsonrpc import models as m
 from protocol.jsonrpc import service as s
-from typing import Final
-
 from protocol.registry import Direction, MethodSpec, register
 
 C2S: Final[Direction] = "client->server"

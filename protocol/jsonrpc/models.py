@@ -83,8 +83,9 @@ class ModelDownloadParams(ModelRef):
 
 class ModelLoadParams(ModelRef):
     ttl: float | None = Field(
-        None, description="Seconds to keep it after the last use; negative = until unloaded; "
-        "0 = unload when the running requests finish."
+        None,
+        description="Seconds to keep it after the last use; negative = until unloaded; "
+        "0 = unload when the running requests finish.",
     )
     work_done_token: str | int | None = None
 
@@ -102,7 +103,9 @@ class ModelDeleteResult(WireModel):
 
 
 class ModelRegisterParams(WireModel):
-    path: str = Field(description="An ONNX Runtime GenAI folder or a Hugging Face safetensors folder.")
+    path: str = Field(
+        description="An ONNX Runtime GenAI folder or a Hugging Face safetensors folder."
+    )
     runtime: Literal["onnx-genai", "vllm"] = "onnx-genai"
     name: str | None = None
     alias: str | None = None

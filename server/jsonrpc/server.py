@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psutil
 from lsprotocol import types
@@ -60,7 +61,7 @@ class IngotServer(LanguageServer):
         self.home: Path | None = None
         self.rest: Any = None
         self.rest_url: str | None = None
-        self.mode = "engine"
+        self.mode: Literal["engine", "forwarding"] = "engine"
         self.forwarded_to: str | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe_state: Any = None
@@ -72,8 +73,8 @@ class IngotServer(LanguageServer):
             raise RpcError(-32002, "The engine is not started yet.")
         return self.engine
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task

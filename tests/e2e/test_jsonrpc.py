@@ -12,7 +12,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from server.state import read_state
-from tests.e2e.rpc_client import IngotTestClient, engine
+from tests.e2e.rpc_client import engine
 
 MODEL = "smollm2-135m"
 HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]

@@ -88,7 +88,12 @@ class FakeRuntime:
         return None
 
     async def load(
-        self, variant: ModelVariant, folder: Path, *, threads: int | None, progress: ProgressCallback
+        self,
+        variant: ModelVariant,
+        folder: Path,
+        *,
+        threads: int | None,
+        progress: ProgressCallback,
     ) -> FakeInstance:
         self.loads += 1
         await asyncio.sleep(self.load_delay)

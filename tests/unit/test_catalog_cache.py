@@ -89,7 +89,12 @@ def test_cache_commit_verify_remove_and_move(tmp_path: Path) -> None:
     staging.mkdir(parents=True)
     (staging / "weights.bin").write_bytes(b"x" * 100)
     assert not cache.is_cached("m:1")  # a partial folder is never cached
-    entry = cache.commit(staging, cache.new_manifest("m:1", staging, source="t", runtime="onnx-genai", framework="onnx", device="cpu"))
+    entry = cache.commit(
+        staging,
+        cache.new_manifest(
+            "m:1", staging, source="t", runtime="onnx-genai", framework="onnx", device="cpu"
+        ),
+    )
     assert cache.is_cached("m:1") and entry.manifest.size_bytes == 100
     assert cache.verify() == {"m:1": []}
     (entry.path / "weights.bin").write_bytes(b"y" * 100)

@@ -28,12 +28,19 @@ def test_content_parts_and_roles_are_normalised() -> None:
     msgs = normalize_messages(
         [
             {"role": "developer", "content": "be brief"},
-            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
             {
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": '{"x": 1}'},
+                    }
                 ],
             },
             {"role": "tool", "tool_call_id": "c1", "content": "42"},
@@ -91,7 +98,14 @@ def test_auto_mode_only_parses_calls_to_known_functions() -> None:
     assert p.tool_mode == "auto" and p.constraint is None
     assert parse_tool_calls("Hello!", p) == []
     assert parse_tool_calls('{"name": "other", "arguments": {}}', p) == []
-    assert len(parse_tool_calls('<tool_call>{"name": "get_weather", "arguments": {"city": "X"}}</tool_call>', p)) == 1
+    assert (
+        len(
+            parse_tool_calls(
+                '<tool_call>{"name": "get_weather", "arguments": {"city": "X"}}</tool_call>', p
+            )
+        )
+        == 1
+    )
 
 
 def test_response_formats() -> None:

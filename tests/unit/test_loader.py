@@ -14,7 +14,9 @@ from engine.loader import TtlLoader
 from tests.unit.fakes import FakeClock, FakeRuntime, variant
 
 
-def make(budget: int = 10**12, ttl: float = 600.0) -> tuple[TtlLoader, FakeRuntime, FakeClock, list[ModelStateEvent]]:
+def make(
+    budget: int = 10**12, ttl: float = 600.0
+) -> tuple[TtlLoader, FakeRuntime, FakeClock, list[ModelStateEvent]]:
     rt = FakeRuntime()
     clock = FakeClock()
     bus: EventBus[ModelStateEvent] = EventBus()
@@ -70,7 +72,7 @@ async def test_negative_ttl_keeps_forever_and_zero_unloads_after_request() -> No
 
 
 async def test_unload_waits_for_running_request_unless_forced() -> None:
-    loader, _, _, seen = make()
+    loader, _, _, _seen = make()
     v = variant()
     async with loader.use(v) as (_, halt, _):
         assert await loader.unload(v.id) is False  # deferred

@@ -173,7 +173,6 @@ export interface GenerationResult {
   requestId: string;
   model: string;
   text: string;
-  /** @default [] */
   toolCalls?: ToolCall[];
   finishReason: "stop" | "length" | "tool_calls";
   usage: Usage;

@@ -22,7 +22,7 @@ def service_status(server: IngotServer) -> ServiceStatus:
         cache_path=str(st.cache_path),
         rest_url=server.rest_url,
         started_at=st.started_at,
-        mode=server.mode,  # type: ignore[arg-type]
+        mode=server.mode,
         forwarded_to=server.forwarded_to,
         loaded=[translate.model_info(v) for v in st.loaded],
         active_requests=st.active_requests,

@@ -10,7 +10,8 @@ from engine.errors import IngotError
 from engine.events import ModelStateEvent
 from engine.generation import SamplingParams
 from engine.hardware import HardwareProfile
-from engine.requests import GenerationResult
+from engine.requests import ChatRequest, CompletionRequest, GenerationResult
+from engine.scheduler import PRIORITY_BATCH, PRIORITY_CHAT, PRIORITY_INTERACTIVE
 from engine.telemetry import RequestRecord, SystemSample
 from engine.views import CacheInfo, EngineStatus, ModelView
 from protocol.errors import error_for
@@ -119,6 +120,35 @@ def sampling(p: g.Sampling) -> SamplingParams:
         seed=p.seed,
         stop=tuple(p.stop or ()),
         repetition_penalty=p.repetition_penalty,
+    )
+
+
+PRIORITIES = {"interactive": PRIORITY_INTERACTIVE, "chat": PRIORITY_CHAT, "batch": PRIORITY_BATCH}
+
+
+def chat_request(p: g.ChatParams) -> ChatRequest:
+    return ChatRequest(
+        model=p.model,
+        messages=[msg.model_dump(exclude_none=True) for msg in p.messages],
+        params=sampling(p),
+        tools=p.tools,
+        tool_choice=p.tool_choice,
+        response_format=p.response_format,
+        ttl_s=p.ttl,
+        priority=PRIORITIES[p.priority or "chat"],
+        kind=p.kind or "chat",
+    )
+
+
+def completion_request(p: g.CompleteParams) -> CompletionRequest:
+    return CompletionRequest(
+        model=p.model,
+        prompt=p.prompt,
+        suffix=p.suffix,
+        params=sampling(p),
+        ttl_s=p.ttl,
+        priority=PRIORITIES[p.priority or "chat"],
+        kind=p.kind or "complete",
     )
 
 

@@ -35,6 +35,9 @@ class StreamParams(WireModel):
     )
 
 
+Priority = Literal["interactive", "chat", "batch"]
+
+
 class ChatParams(Sampling, StreamParams):
     model: str = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -42,6 +45,10 @@ class ChatParams(Sampling, StreamParams):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     ttl: float | None = None
+    priority: Priority | None = Field(
+        None, description="Latency class: interactive requests run before chat, chat before batch."
+    )
+    kind: str | None = Field(None, description="What the request is for, as shown in telemetry.")
 
 
 class CompleteParams(Sampling, StreamParams):
@@ -49,6 +56,8 @@ class CompleteParams(Sampling, StreamParams):
     prompt: str
     suffix: str | None = Field(None, description="Text after the cursor (fill-in-the-middle).")
     ttl: float | None = None
+    priority: Priority | None = None
+    kind: str | None = None
 
 
 class StreamDelta(WireModel):

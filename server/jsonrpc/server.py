@@ -21,6 +21,7 @@ from engine.events import ModelStateEvent
 from engine.service import EngineService
 from protocol.jsonrpc.service import InitializationOptions
 from server import translate
+from server.jsonrpc.forwarding import Forwarder
 from server.jsonrpc.protocol import IngotProtocol, RpcError
 from server.state import ServiceState, clear_state, live_state, write_state
 
@@ -63,6 +64,7 @@ class IngotServer(LanguageServer):
         self.rest_url: str | None = None
         self.mode: Literal["engine", "forwarding"] = "engine"
         self.forwarded_to: str | None = None
+        self.forwarder: Forwarder | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe_state: Any = None
 
@@ -78,6 +80,12 @@ class IngotServer(LanguageServer):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    async def generate(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run ingot/chat or ingot/complete through its registered handler (which forwards when
+        another engine owns the home), for handlers built on top of them (console, edit, inline)."""
+        result: dict[str, Any] = await self.protocol.fm.features[method](params)
+        return result
 
     def notify(self, method: str, params: BaseModel | dict[str, Any]) -> None:
         payload = dump(params) if isinstance(params, BaseModel) else params
@@ -116,6 +124,7 @@ class IngotServer(LanguageServer):
             self.mode = "forwarding"
             self.forwarded_to = owner.url
             self.rest_url = owner.url
+            self.forwarder = Forwarder(owner.url)
             log.info("another Ingot process (pid %s) serves %s; forwarding", owner.pid, owner.url)
         elif self.options.rest_enabled:
             await self._start_rest()
@@ -170,6 +179,8 @@ class IngotServer(LanguageServer):
             with contextlib.suppress(Exception):
                 await self.rest.stop()
             self.rest = None
+        if self.forwarder is not None:
+            await self.forwarder.close()
         if self.home is not None and self.mode == "engine":
             clear_state(self.home, os.getpid())
         if self.engine is not None:

@@ -86,6 +86,10 @@ export interface ChatParams {
   toolChoice?: string | Record<string, unknown> | null;
   responseFormat?: Record<string, unknown> | null;
   ttl?: number | null;
+  /** Latency class: interactive requests run before chat, chat before batch. */
+  priority?: "interactive" | "chat" | "batch" | null;
+  /** What the request is for, as shown in telemetry. */
+  kind?: string | null;
 }
 
 export interface CompleteParams {
@@ -103,6 +107,8 @@ export interface CompleteParams {
   /** Text after the cursor (fill-in-the-middle). */
   suffix?: string | null;
   ttl?: number | null;
+  priority?: "interactive" | "chat" | "batch" | null;
+  kind?: string | null;
 }
 
 export interface ConsoleOpenParams {

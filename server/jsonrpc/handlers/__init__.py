@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from server.jsonrpc.handlers import console, generation, lifecycle, models, telemetry
+from server.jsonrpc.handlers import console, forward, generation, lifecycle, models, telemetry
 from server.jsonrpc.server import IngotServer
 
 
 def register_all(server: IngotServer) -> None:
     for module in (lifecycle, models, generation, console, telemetry):
         module.register(server)
+    forward.install(server)

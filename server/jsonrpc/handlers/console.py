@@ -7,11 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import InvalidRequest
-from engine.generation import SamplingParams
-from engine.requests import ChatRequest
 from protocol.jsonrpc import generation as g
-from server import translate
-from server.jsonrpc.handlers.streaming import drain
 from server.jsonrpc.server import IngotServer, dump, parse
 
 MAX_SESSIONS = 64
@@ -22,7 +18,7 @@ class Session:
     id: str
     model: str  # resolved variant id
     context_length: int
-    params: SamplingParams
+    params: dict[str, Any]  # camelCase sampling params
     system: str | None
     messages: list[dict[str, Any]] = field(default_factory=list)
     tokens: int = 0
@@ -57,15 +53,19 @@ def register(server: IngotServer) -> None:
     @server.feature("ingot/console/open")
     async def open_(params: Any) -> Any:
         p = parse(g.ConsoleOpenParams, params)
-        variant = server.service.runnable(p.model)
+        if server.forwarder is not None:
+            info = await server.forwarder.call("ingot/model/info", {"model": p.model})
+            model_id, context = info["id"], int(info["contextLength"])
+        else:
+            variant = server.service.runnable(p.model)
+            model_id, context = variant.id, variant.context_length
         if len(sessions) >= MAX_SESSIONS:
-            oldest = next(iter(sessions))
-            sessions.pop(oldest)
+            sessions.pop(next(iter(sessions)))
         s = Session(
             id=f"console-{secrets.token_hex(6)}",
-            model=variant.id,
-            context_length=variant.context_length,
-            params=translate.sampling(p),
+            model=model_id,
+            context_length=context,
+            params=p.model_dump(by_alias=True, exclude_none=True, exclude={"model", "system"}),
             system=p.system,
         )
         sessions[s.id] = s
@@ -77,14 +77,21 @@ def register(server: IngotServer) -> None:
         s = get(p.session_id)
         turn = [*s.messages, {"role": "user", "content": p.message}]
         head = [{"role": "system", "content": s.system}] if s.system else []
-        req = ChatRequest(model=s.model, messages=head + turn, params=s.params, kind="console")
-        result = await drain(server, server.service.chat(req), p.partial_result_token)
-        # The history only changes when the answer completed: a cancelled turn leaves no trace.
-        s.messages = [*turn, {"role": "assistant", "content": result.text}]
-        s.tokens = result.usage.prompt_tokens + result.usage.completion_tokens
-        return dump(
-            g.ConsoleSendResult(session=s.wire(), generation=translate.generation_result(result))
+        result = await server.generate(
+            "ingot/chat",
+            {
+                **s.params,
+                "model": s.model,
+                "messages": head + turn,
+                "kind": "console",
+                "partialResultToken": p.partial_result_token,
+            },
         )
+        generation = g.GenerationResult.model_validate(result)
+        # The history only changes when the answer completed: a cancelled turn leaves no trace.
+        s.messages = [*turn, {"role": "assistant", "content": generation.text}]
+        s.tokens = generation.usage.total_tokens
+        return dump(g.ConsoleSendResult(session=s.wire(), generation=generation))
 
     @server.feature("ingot/console/history")
     async def history(params: Any) -> Any:

@@ -8,9 +8,6 @@ from typing import Any
 from lsprotocol import types
 
 from engine.errors import InvalidRequest, ModelNotLoaded
-from engine.generation import SamplingParams
-from engine.requests import ChatRequest, CompletionRequest
-from engine.scheduler import PRIORITY_INTERACTIVE
 from protocol.jsonrpc import generation as g
 from server import translate
 from server.jsonrpc.handlers.streaming import drain
@@ -44,58 +41,54 @@ def offset_of(text: str, line: int, character: int) -> int:
     return start + col
 
 
-def pick_model(server: IngotServer, requested: str | None) -> str:
+SAMPLING_FIELDS = set(g.Sampling.model_fields)
+
+
+async def pick_model(server: IngotServer, requested: str | None, quiet: bool = False) -> str | None:
+    """The model for editor requests: the one asked for, the inline model, or the loaded model
+    used most recently (asking the owning engine when forwarding)."""
     if requested:
         return requested
     if server.options.inline_model:
         return server.options.inline_model
-    loaded = server.service.loader.loaded()
-    if not loaded:
+    if server.forwarder is not None:
+        status = await server.forwarder.call_status()
+        loaded = [m["id"] for m in status.get("loaded", [])]
+        chosen = loaded[0] if loaded else None
+    else:
+        entries = server.service.loader.loaded()
+        chosen = max(entries, key=lambda e: e.last_used).variant.id if entries else None
+    if chosen is None and not quiet:
         raise ModelNotLoaded(
             "No model is loaded for editor requests.",
             hint="Load one (ingot/model/load) or set inlineModel.",
         )
-    return max(loaded, key=lambda e: e.last_used).variant.id
+    return chosen
 
 
 def register(server: IngotServer) -> None:
     @server.feature("ingot/chat")
     async def chat(params: Any) -> Any:
         p = parse(g.ChatParams, params)
-        req = ChatRequest(
-            model=p.model,
-            messages=[msg.model_dump(exclude_none=True) for msg in p.messages],
-            params=translate.sampling(p),
-            tools=p.tools,
-            tool_choice=p.tool_choice,
-            response_format=p.response_format,
-            ttl_s=p.ttl,
-        )
-        result = await drain(server, server.service.chat(req), p.partial_result_token)
+        stream = server.service.chat(translate.chat_request(p))
+        result = await drain(server, stream, p.partial_result_token)
         return dump(translate.generation_result(result))
 
     @server.feature("ingot/complete")
     async def complete(params: Any) -> Any:
         p = parse(g.CompleteParams, params)
-        req = CompletionRequest(
-            model=p.model,
-            prompt=p.prompt,
-            suffix=p.suffix,
-            params=translate.sampling(p),
-            ttl_s=p.ttl,
-        )
-        result = await drain(server, server.service.complete(req), p.partial_result_token)
+        stream = server.service.complete(translate.completion_request(p))
+        result = await drain(server, stream, p.partial_result_token)
         return dump(translate.generation_result(result))
 
     @server.feature("ingot/edit")
     async def edit(params: Any) -> Any:
         p = parse(g.EditParams, params)
-        doc = server.workspace.get_text_document(p.uri)
-        if doc.uri not in server.workspace.text_documents:
+        if p.uri not in server.workspace.text_documents:
             raise InvalidRequest(
                 f"{p.uri} is not open.", hint="Send textDocument/didOpen first.", param="uri"
             )
-        text = doc.source
+        text = server.workspace.get_text_document(p.uri).source
         start = offset_of(text, p.range.start.line, p.range.start.character)
         end = offset_of(text, p.range.end.line, p.range.end.character)
         if end < start:
@@ -103,26 +96,24 @@ def register(server: IngotServer) -> None:
         original = text[start:end]
         messages = [
             {"role": "system", "content": EDIT_SYSTEM},
-            {
-                "role": "user",
-                "content": f"Instruction: {p.instruction}\n\nSelection:\n{original}",
-            },
+            {"role": "user", "content": f"Instruction: {p.instruction}\n\nSelection:\n{original}"},
         ]
-        req = ChatRequest(
-            model=pick_model(server, p.model),
-            messages=messages,
-            params=translate.sampling(p),
-            priority=PRIORITY_INTERACTIVE,
-            kind="edit",
-        )
-        result = await drain(server, server.service.chat(req), p.partial_result_token)
+        chat_params = {
+            **p.model_dump(by_alias=True, exclude_none=True, include=SAMPLING_FIELDS),
+            "model": await pick_model(server, p.model),
+            "messages": messages,
+            "priority": "interactive",
+            "kind": "edit",
+            "partialResultToken": p.partial_result_token,
+        }
+        result = await server.generate("ingot/chat", chat_params)
         return dump(
             g.EditResult(
                 uri=p.uri,
                 range=p.range,
                 original=original,
-                text=strip_fences(result.text),
-                generation=translate.generation_result(result),
+                text=strip_fences(result["text"]),
+                generation=g.GenerationResult.model_validate(result),
             )
         )
 
@@ -130,21 +121,25 @@ def register(server: IngotServer) -> None:
     async def inline_completion(
         params: types.InlineCompletionParams,
     ) -> types.InlineCompletionList:
-        if not server.options.inline_model and not server.service.loader.loaded():
+        model = await pick_model(server, None, quiet=True)
+        if model is None:
             return types.InlineCompletionList(items=[])  # nothing loaded: stay out of the way
-        doc = server.workspace.get_text_document(params.text_document.uri)
-        text = doc.source
+        text = server.workspace.get_text_document(params.text_document.uri).source
         at = offset_of(text, params.position.line, params.position.character)
-        req = CompletionRequest(
-            model=pick_model(server, None),
-            prompt=text[max(0, at - INLINE_PREFIX_CHARS) : at],
-            suffix=text[at : at + INLINE_SUFFIX_CHARS],
-            params=SamplingParams(max_tokens=48, temperature=0, stop=("\n\n",)),
-            priority=PRIORITY_INTERACTIVE,
-            kind="inline",
+        result = await server.generate(
+            "ingot/complete",
+            {
+                "model": model,
+                "prompt": text[max(0, at - INLINE_PREFIX_CHARS) : at],
+                "suffix": text[at : at + INLINE_SUFFIX_CHARS],
+                "maxTokens": 48,
+                "temperature": 0,
+                "stop": ["\n\n"],
+                "priority": "interactive",
+                "kind": "inline",
+            },
         )
-        result = await drain(server, server.service.complete(req), None)
-        insert = strip_fences(result.text)
+        insert = strip_fences(result["text"])
         if not insert.strip():
             return types.InlineCompletionList(items=[])
         pos = params.position

@@ -81,8 +81,13 @@ async def rpc_run(c: RawClient, prompt: str, n: int, token: str) -> tuple[float,
     t0 = time.perf_counter()
     await c.request(
         "ingot/complete",
-        {"model": "bench-model", "prompt": prompt, "maxTokens": n, "temperature": 0,
-         "partialResultToken": token},
+        {
+            "model": "bench-model",
+            "prompt": prompt,
+            "maxTokens": n,
+            "temperature": 0,
+            "partialResultToken": token,
+        },
     )
     got = c.partials[token]
     first, last = got[0][0], got[-1][0]
@@ -92,9 +97,16 @@ async def rpc_run(c: RawClient, prompt: str, n: int, token: str) -> tuple[float,
 async def status_latency(c: RawClient, streams: int, tokens: int) -> dict[str, float]:
     gens = [
         asyncio.ensure_future(
-            c.request("ingot/chat", {"model": "bench-model", "messages": PROMPT_MESSAGES,
-                                     "maxTokens": tokens, "temperature": 0,
-                                     "partialResultToken": f"conc-{i}"})
+            c.request(
+                "ingot/chat",
+                {
+                    "model": "bench-model",
+                    "messages": PROMPT_MESSAGES,
+                    "maxTokens": tokens,
+                    "temperature": 0,
+                    "partialResultToken": f"conc-{i}",
+                },
+            )
         )
         for i in range(streams)
     ]
@@ -132,22 +144,42 @@ async def main() -> None:
 
     import onnxruntime_genai as og
 
-    env = dict(os.environ, INGOT_HOME=tempfile.mkdtemp(prefix="ingot-bench-"),
-               INGOT_THREADS=str(args.threads), PYTHONPATH=str(REPO), INGOT_LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        INGOT_HOME=tempfile.mkdtemp(prefix="ingot-bench-"),
+        INGOT_THREADS=str(args.threads),
+        PYTHONPATH=str(REPO),
+        INGOT_LOG_LEVEL="WARNING",
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, env=env, cwd=REPO,
+        sys.executable,
+        "-m",
+        "server",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO,
     )
     c = RawClient(proc)
-    await c.request("initialize", {"processId": os.getpid(), "capabilities": {},
-                                   "initializationOptions": {"restEnabled": False}})
+    await c.request(
+        "initialize",
+        {
+            "processId": os.getpid(),
+            "capabilities": {},
+            "initializationOptions": {"restEnabled": False},
+        },
+    )
     c.notify("initialized", {})
     await c.request("ingot/model/register", {"path": str(model_dir), "name": "bench-model"})
     await c.request("ingot/model/load", {"model": "bench-model", "ttl": -1})
 
     cfg = og.Config(str(model_dir))
     cfg.clear_providers()
-    cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": args.threads}}}}))
+    cfg.overlay(
+        json.dumps(
+            {"model": {"decoder": {"session_options": {"intra_op_num_threads": args.threads}}}}
+        )
+    )
     model = og.Model(cfg)
     tokenizer = og.Tokenizer(model)
     prompt = tokenizer.apply_chat_template(json.dumps(PROMPT_MESSAGES), add_generation_prompt=True)
@@ -182,12 +214,18 @@ async def main() -> None:
         print(json.dumps(result, indent=2))
         return
     b, r = result["bare"], result["jsonrpc"]
-    print(f"prompt {result['prompt_tokens']} tokens, {args.tokens} generated, {args.threads} threads, median of {args.reps}")
+    print(
+        f"prompt {result['prompt_tokens']} tokens, {args.tokens} generated, {args.threads} threads, median of {args.reps}"
+    )
     print(f"{'':10} {'TTFT ms':>9} {'decode tok/s':>13}")
     print(f"{'bare':10} {b['ttft_ms']:9.1f} {b['decode_tps']:13.1f}")
     print(f"{'json-rpc':10} {r['ttft_ms']:9.1f} {r['decode_tps']:13.1f}")
-    print(f"decode ratio {result['decode_ratio']:.3f}  TTFT overhead {result['ttft_overhead_ms']:+.1f} ms")
-    print(f"ingot/service/status with 8 streams: p50 {status['p50_ms']:.1f} ms, p99 {status['p99_ms']:.1f} ms, max {status['max_ms']:.1f} ms ({status['samples']} samples)")
+    print(
+        f"decode ratio {result['decode_ratio']:.3f}  TTFT overhead {result['ttft_overhead_ms']:+.1f} ms"
+    )
+    print(
+        f"ingot/service/status with 8 streams: p50 {status['p50_ms']:.1f} ms, p99 {status['p99_ms']:.1f} ms, max {status['max_ms']:.1f} ms ({status['samples']} samples)"
+    )
 
 
 if __name__ == "__main__":

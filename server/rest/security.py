@@ -1,0 +1,193 @@
+"""What the REST server lets in: Host names (DNS-rebinding protection), browser origins (CORS),
+the API key, request body size, and JSON bodies that are safe to hand to the handlers."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from server.rest.errors import ApiError, bad_request
+from server.rest.settings import RestSettings, is_loopback
+
+MAX_DEPTH = 64
+OPEN_PATHS = frozenset({"/health"})
+
+
+def _hostname(host_header: str) -> str:
+    h = host_header.strip().lower()
+    if h.startswith("["):  # [::1]:port
+        return h[1 : h.find("]")] if "]" in h else h
+    if h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    return h.rstrip(".")
+
+
+class Guard:
+    """The checks every request passes before a handler runs."""
+
+    def __init__(self, settings: RestSettings, extra_hosts: Iterable[str] = ()) -> None:
+        self.settings = settings
+        self.any_host = "*" in settings.allowed_hosts
+        self.hosts = {h.lower().strip("[]") for h in (*settings.allowed_hosts, *extra_hosts)}
+        self.any_origin = "*" in settings.cors_origins
+        self.origins = {o.rstrip("/") for o in settings.cors_origins}
+
+    def allow_host(self, name: str) -> None:
+        self.hosts.add(name.lower().strip("[]"))
+
+    def host_ok(self, request: web.Request) -> bool:
+        if self.any_host:
+            return True
+        raw = request.headers.get(hdrs.HOST)
+        if not raw:
+            return False
+        name = _hostname(raw)
+        return is_loopback(name) or name in self.hosts
+
+    def origin_ok(self, origin: str) -> bool:
+        return self.any_origin or origin.rstrip("/") in self.origins
+
+    def key_error(self, request: web.Request) -> ApiError | None:
+        key = self.settings.api_key
+        if not key or request.path in OPEN_PATHS:
+            return None
+        auth = request.headers.get(hdrs.AUTHORIZATION, "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        given = given or request.headers.get("api-key", "") or request.headers.get("x-api-key", "")
+        if not given:
+            return ApiError(
+                401,
+                "Missing API key. Send it as `Authorization: Bearer <key>` "
+                "(the openai SDKs do this with api_key=...).",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), key.encode("utf-8")):
+            return ApiError(
+                401,
+                "Incorrect API key. Use the key the server was started with.",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+        return None
+
+    def cors_headers(self, origin: str) -> dict[str, str]:
+        return {
+            "Access-Control-Allow-Origin": "*" if self.any_origin else origin,
+            "Access-Control-Expose-Headers": "Retry-After, X-Request-Id",
+            "Vary": "Origin",
+        }
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not self.host_ok(request):
+            raise ApiError(
+                403,
+                f"Host '{request.headers.get(hdrs.HOST, '')[:100]}' is not allowed. Use "
+                "127.0.0.1 or localhost, or start the server with the name in --allowed-host.",
+                code="host_not_allowed",
+            )
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None:
+            # Browsers send Origin on cross-site requests: without an allowed origin a web page
+            # could drive the local engine (CSRF), so refuse instead of only hiding the answer.
+            if not self.origin_ok(origin):
+                raise ApiError(
+                    403,
+                    f"Origin '{origin[:100]}' is not allowed. Start the server with "
+                    "--cors-origin to let a web page use it.",
+                    code="origin_not_allowed",
+                )
+            if request.method == hdrs.METH_OPTIONS:
+                asked = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, "")
+                return web.Response(
+                    status=204,
+                    headers={
+                        **self.cors_headers(origin),
+                        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                        "Access-Control-Allow-Headers": asked or "Authorization, Content-Type",
+                        "Access-Control-Max-Age": "600",
+                    },
+                )
+        if (err := self.key_error(request)) is not None:
+            raise err
+        length = request.content_length
+        if length is not None and length > self.settings.max_body_bytes:
+            raise too_large(self.settings.max_body_bytes)
+        return await handler(request)
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and self.origin_ok(origin):
+            response.headers.update(self.cors_headers(origin))
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"The request body is larger than {limit} bytes.",
+        code="request_too_large",
+    )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_tree(data: Any) -> None:
+    """Walk the parsed body without recursion: refuse deep nesting (it would exhaust the stack
+    further on) and lone surrogates (they cannot be encoded for the tokenizer)."""
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > MAX_DEPTH:
+            raise bad_request(f"The JSON body is nested deeper than {MAX_DEPTH} levels.")
+        if isinstance(node, str):
+            if not node.isascii():
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise bad_request(
+                        f"{path or 'body'} contains a lone UTF-16 surrogate (invalid Unicode).",
+                        param=path or None,
+                    ) from None
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                stack.append((k, depth + 1, path))
+                stack.append((v, depth + 1, f"{path}.{k}" if path else str(k)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(node))
+
+
+async def read_json(
+    request: web.Request, *, limit: int, allow_empty: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object, or an ApiError (400 / 413) that says what is wrong with it."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(limit) from None
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise bad_request("The request body is empty; send a JSON object.")
+    try:
+        text = raw.decode("utf-8")
+        data = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise bad_request("The request body is not valid UTF-8.") from None
+    except RecursionError:
+        raise bad_request(f"The JSON body is nested deeper than {MAX_DEPTH} levels.") from None
+    except ValueError as e:
+        raise bad_request(
+            f"The request body is not valid JSON: {str(e)[:200]}.", code="invalid_json"
+        ) from None
+    if not isinstance(data, dict):
+        raise bad_request("The request body must be a JSON object.")
+    _check_tree(data)
+    return data

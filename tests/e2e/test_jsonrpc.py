@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import aiohttp
@@ -243,7 +242,22 @@ async def test_second_engine_on_same_home_forwards(seeded_home: Path) -> None:
     async with engine(seeded_home) as first:
         url = (await first.wait_for("ingot/serviceReady"))["url"]
         async with engine(seeded_home) as second:
+            ready = await second.wait_for("ingot/serviceReady")
+            assert ready["mode"] == "forwarding" and ready["url"] == url
             status = await second.request("ingot/service/status")
             assert status["mode"] == "forwarding" and status["forwardedTo"] == url
+            res = await second.request(
+                "ingot/chat",
+                {"model": MODEL, "messages": HELLO, "maxTokens": 12, "partialResultToken": "fw"},
+            )
+            assert res["text"] and "".join(d["text"] for d in second.partials["fw"]) == res["text"]
+            # The model was loaded once, by the owner; the forwarding engine loaded nothing.
+            owner = await first.request("ingot/service/status")
+            assert [m["id"] for m in owner["loaded"]] == ["smollm2-135m-instruct-cpu-int8:1"]
+            assert (await second.request("ingot/service/status"))["loaded"] == []
+            info = await second.request("ingot/model/info", {"model": MODEL})
+            assert info["loaded"]
+            with pytest.raises(JsonRpcException) as e:
+                await second.request("ingot/model/info", {"model": "no-such-model"})
+            assert e.value.code == -32011
         assert read_state(seeded_home) is not None  # the second one left the owner's state alone
-        _ = json  # keep import for debugging payloads

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from engine.catalog.variant import ModelVariant
@@ -29,7 +29,7 @@ class PromptPlan:
     prepared: PreparedChat | None = None
 
 
-PromptBuilder = Callable[[ModelInstance], PromptPlan]
+PromptBuilder = Callable[[ModelInstance], Awaitable[PromptPlan]]
 
 
 def check_context(n_prompt: int, max_tokens: int | None, context: int, model_id: str) -> None:
@@ -71,8 +71,8 @@ async def run_generation(
     started_wall = clock.wall()
     async with loader.use(variant, ttl_s=ttl_s) as (entry, halt, load_s):
         inst = entry.instance
-        plan = build(inst)
-        n_prompt = inst.count_tokens(plan.prompt)
+        plan = await build(inst)
+        n_prompt = await inst.count_tokens(plan.prompt)
         check_context(n_prompt, params.max_tokens, inst.context_length, variant.id)
         matcher = StopMatcher(params.stop)
         parts: list[str] = []
@@ -106,6 +106,8 @@ async def run_generation(
                 try:
                     async for ev in gen:
                         if isinstance(ev, TextDelta):
+                            if matcher.matched:
+                                continue  # tokens already in flight when the stop matched
                             tokens = ev.tokens
                             out = matcher.feed(ev.text)
                             if matcher.matched:

@@ -152,8 +152,19 @@ class TtlLoader:
             unload_when_idle=ttl == 0,
         )
         self._loaded[variant.id] = entry
+        instance.on_exit(lambda reason: self._died(entry, reason))
         self._emit(variant.id, "loaded")
         return entry
+
+    def _died(self, entry: LoadedModel, reason: str) -> None:
+        """The model's process ended on its own: forget it (the next request loads it again)."""
+        vid = entry.variant.id
+        if self._loaded.get(vid) is not entry:
+            return
+        # Running generations see the exit on their own streams and fail with this reason.
+        del self._loaded[vid]
+        self._emit(vid, "failed", reason)
+        self._wakeup.set()
 
     async def _make_room(self, variant: ModelVariant) -> None:
         need = memory_needed(variant)

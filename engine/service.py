@@ -357,8 +357,9 @@ class EngineService:
             response_format=req.response_format,
         )
 
-        def build(inst: ModelInstance) -> PromptPlan:
-            return PromptPlan(inst.render_chat(prepared.messages), prepared.constraint, prepared)
+        async def build(inst: ModelInstance) -> PromptPlan:
+            prompt = await inst.render_chat(prepared.messages)
+            return PromptPlan(prompt, prepared.constraint, prepared)
 
         return run_generation(
             loader=self.loader,
@@ -376,14 +377,14 @@ class EngineService:
     def complete(self, req: CompletionRequest) -> AsyncIterator[GenerationStreamEvent]:
         v = self.runnable(req.model)
 
-        def build(inst: ModelInstance) -> PromptPlan:
+        async def build(inst: ModelInstance) -> PromptPlan:
             if req.suffix is None:
                 return PromptPlan(req.prompt)
             msgs = [
                 {"role": "system", "content": FIM_SYSTEM},
                 {"role": "user", "content": f"{req.prompt}<CURSOR>{req.suffix}"},
             ]
-            return PromptPlan(inst.render_chat(msgs))
+            return PromptPlan(await inst.render_chat(msgs))
 
         return run_generation(
             loader=self.loader,
@@ -405,8 +406,9 @@ class EngineService:
         async with self.loader.use(v) as (entry, _, _):
             inst = entry.instance
             if messages is not None:
-                return inst.count_tokens(inst.render_chat(prepare_chat(messages).messages))
-            return inst.count_tokens(prompt or "")
+                rendered = await inst.render_chat(prepare_chat(messages).messages)
+                return await inst.count_tokens(rendered)
+            return await inst.count_tokens(prompt or "")
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> EngineStatus:

@@ -96,6 +96,7 @@ class GpuSample:
 class SystemSample:
     at: float
     cpu_pct: float
+    # The engine process plus its model workers: what running Ingot costs the machine.
     engine_cpu_pct: float
     engine_rss: int
     ram_used: int
@@ -149,6 +150,33 @@ class GpuSampler:
         return tuple(out)
 
 
+class ProcessTree:
+    """CPU and memory of the engine and its children (each loaded model's worker process)."""
+
+    def __init__(self) -> None:
+        self._root = psutil.Process()
+        self._root.cpu_percent(None)
+        self._known: dict[int, psutil.Process] = {}
+
+    def sample(self) -> tuple[float, int]:
+        """(CPU %, resident bytes) summed over the engine and its descendants."""
+        cpu = self._root.cpu_percent(None)
+        rss = int(self._root.memory_info().rss)
+        seen: dict[int, psutil.Process] = {}
+        for child in self._root.children(recursive=True):
+            proc = self._known.get(child.pid, child)
+            try:
+                # A child seen for the first time has no CPU baseline yet: it counts from now.
+                pct = proc.cpu_percent(None)
+                cpu += pct if child.pid in self._known else 0.0
+                rss += int(proc.memory_info().rss)
+            except psutil.Error:
+                continue
+            seen[child.pid] = proc
+        self._known = seen
+        return cpu, rss
+
+
 @dataclass
 class Telemetry:
     clock: Clock
@@ -164,10 +192,9 @@ class Telemetry:
     def __post_init__(self) -> None:
         self.samples = deque(maxlen=self.history)
         self.requests = deque(maxlen=self.history)
-        self._proc = psutil.Process()
+        self._tree = ProcessTree()
         # Prime the CPU counters: the first cpu_percent() call always returns 0.
         psutil.cpu_percent(None)
-        self._proc.cpu_percent(None)
 
     def record(self, rec: RequestRecord) -> None:
         self.requests.append(rec)
@@ -177,11 +204,12 @@ class Telemetry:
         if self._gpu is None:
             self._gpu = GpuSampler()
         vm = psutil.virtual_memory()
+        cpu, rss = self._tree.sample()
         s = SystemSample(
             at=self.clock.wall(),
             cpu_pct=psutil.cpu_percent(None),
-            engine_cpu_pct=self._proc.cpu_percent(None),
-            engine_rss=int(self._proc.memory_info().rss),
+            engine_cpu_pct=cpu,
+            engine_rss=rss,
             ram_used=int(vm.total - vm.available),
             ram_total=int(vm.total),
             gpus=self._gpu.sample(),

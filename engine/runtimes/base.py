@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,16 +23,33 @@ class RuntimeCapabilities:
 
 
 class HaltFlag:
-    """Checked by the token loop on every token: set by cancellation or by a matched stop sequence."""
+    """Set by cancellation, an unload or a matched stop sequence. An in-process token loop checks
+    it on every token; an out-of-process runtime subscribes with on_halt to forward it."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason = ""
+        self._callbacks: list[Callable[[str], None]] = []
 
     def halt(self, reason: str) -> None:
         if not self._event.is_set():
             self.reason = reason
             self._event.set()
+            for cb in list(self._callbacks):
+                cb(reason)
+
+    def on_halt(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call `callback(reason)` when halted (now, if already); returns an unsubscribe."""
+        if self._event.is_set():
+            callback(self.reason)
+            return lambda: None
+        self._callbacks.append(callback)
+
+        def remove() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return remove
 
     @property
     def halted(self) -> bool:
@@ -41,16 +58,21 @@ class HaltFlag:
 
 class ModelInstance(Protocol):
     """A loaded model. `generate` must not block the event loop and must stop within one token of
-    `halt.halt()`; its last event is a RuntimeStats."""
+    `halt.halt()`; its last event is a RuntimeStats. Tokenizing and templating are async because
+    the model may live in another process."""
 
     variant_id: str
     context_length: int
     memory_bytes: int
     device: str
 
-    def count_tokens(self, text: str) -> int: ...
+    async def count_tokens(self, text: str) -> int: ...
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str: ...
+    async def render_chat(self, messages: list[dict[str, Any]]) -> str: ...
+
+    def on_exit(self, callback: Callable[[str], None]) -> None:
+        """Register `callback(reason)` for when the model dies on its own (its process crashed)."""
+        ...
 
     def generate(
         self, request: GenerationRequest, halt: HaltFlag

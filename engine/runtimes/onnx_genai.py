@@ -1,183 +1,182 @@
-"""The ONNX Runtime GenAI runtime: in-process, token loop in a worker thread feeding asyncio."""
+"""The ONNX Runtime GenAI runtime: each loaded model runs in its own worker process.
+
+The engine side sends prompts and halts over a pipe and turns the worker's events into
+GenerationEvents; the worker (onnx_worker.py) runs the blocking token loop. See onnx_worker.py
+for why the token loop cannot share the engine's process.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
-import json
-import logging
 import os
-import threading
+import sys
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
 from engine.catalog.variant import ModelVariant
 from engine.errors import GenerationFailed, LoadFailed, RuntimeUnavailable
-from engine.generation import GenerationEvent, GenerationRequest, RuntimeStats, TextDelta
+from engine.generation import (
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    RuntimeStats,
+    TextDelta,
+)
 from engine.progress import Progress, ProgressCallback
 from engine.runtimes.base import HaltFlag, RuntimeCapabilities
+from engine.runtimes.worker_process import EXIT, WorkerFailed, WorkerProcess
 
-log = logging.getLogger(__name__)
+# The engine package's parent, so `-m engine.runtimes.onnx_worker` imports this very checkout.
+_IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
+# How long a halted generation may take to hand the model back before we stop waiting.
+HALT_GRACE_S = 30.0
+# How long an unload waits for halted generations to report before stopping the worker.
+CLOSE_GRACE_S = 2.0
 
-_DONE = object()
 
-
-def _og() -> Any:
-    try:
-        import onnxruntime_genai as og
-    except ImportError as e:
-        raise RuntimeUnavailable(
-            "ONNX Runtime GenAI is not installed in the engine's Python.",
-            hint="pip install onnxruntime-genai (or onnxruntime-genai-cuda for NVIDIA GPUs).",
-        ) from e
-    return og
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
+    return env
 
 
 class OnnxGenaiInstance:
     def __init__(
         self,
-        variant_id: str,
-        folder: Path,
-        model: Any,
-        tokenizer: Any,
+        variant: ModelVariant,
+        worker: WorkerProcess,
+        context_length: int,
         memory: int,
-        device: str,
-        max_output_tokens: int = 2048,
     ) -> None:
-        self.variant_id = variant_id
-        self.max_output_tokens = max_output_tokens
-        self.folder = folder
-        self.device = device
-        self._model = model
-        self._tokenizer = tokenizer
+        self.variant_id = variant.id
+        self.max_output_tokens = variant.max_output_tokens
+        self.device: str = variant.device
+        self.context_length = context_length
         self.memory_bytes = memory
-        cfg = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
-        self.context_length = int(cfg["model"]["context_length"])
-        self._eos = set(int(t) for t in tokenizer.eos_token_ids)
-        self._lock = threading.Lock()
+        self.worker = worker
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text))
+    def on_exit(self, callback: Callable[[str], None]) -> None:
+        self.worker.on_exit(callback)
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return str(
-            self._tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
-        )
+    async def count_tokens(self, text: str) -> int:
+        return int(await self._call("count", text=text))
 
-    def _search_options(self, request: GenerationRequest, max_length: int) -> dict[str, Any]:
-        p = request.params
-        opts: dict[str, Any] = {"max_length": max_length}
-        greedy = p.temperature is not None and p.temperature <= 0
-        if p.temperature is not None and not greedy:
-            opts["temperature"] = float(p.temperature)
-        if p.top_p is not None:
-            opts["top_p"] = float(p.top_p)
-        if p.top_k is not None:
-            opts["top_k"] = int(p.top_k)
-        if p.repetition_penalty is not None:
-            opts["repetition_penalty"] = float(p.repetition_penalty)
-        if p.seed is not None:
-            opts["random_seed"] = int(p.seed)
-        opts["do_sample"] = not greedy and (
-            p.temperature is not None or p.top_p is not None or p.top_k is not None
-        )
-        return opts
+    async def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        return str(await self._call("render", messages=messages))
 
-    def _run(
-        self,
-        request: GenerationRequest,
-        tokens: list[int],
-        max_new: int,
-        halt: HaltFlag,
-        emit: Any,
-    ) -> None:
-        og = _og()
-        started = time.monotonic()
-        first: float | None = None
-        produced = 0
-        finish = "length"
+    async def _call(self, op: str, **fields: Any) -> Any:
         try:
-            params = og.GeneratorParams(self._model)
-            params.set_search_options(**self._search_options(request, len(tokens) + max_new))
-            if request.constraint is not None:
-                params.set_guidance(request.constraint.kind, request.constraint.text)
-            gen = og.Generator(self._model, params)
-            stream = self._tokenizer.create_stream()
-            gen.append_tokens(tokens)
-            while not halt.halted:
-                if gen.is_done():
-                    break
-                gen.generate_next_token()
-                tok = int(gen.get_next_tokens()[0])
-                if first is None:
-                    first = time.monotonic()
-                if tok in self._eos:
-                    finish = "stop"
-                    break
-                produced += 1
-                emit(TextDelta(stream.decode(tok), produced))
-                if produced >= max_new:
-                    finish = "length"
-                    break
-            if halt.halted:
-                finish = "stop" if halt.reason == "stop" else "cancelled"
-            del gen
-        except Exception as e:  # the runtime's own errors, surfaced as a clean engine error
-            emit(GenerationFailed(f"Generation failed in ONNX Runtime GenAI: {e}"))
-            return
-        emit(
-            RuntimeStats(
-                prompt_tokens=len(tokens),
-                completion_tokens=produced,
-                started=started,
-                first_token=first,
-                finished=time.monotonic(),
-                finish_reason=finish,  # type: ignore[arg-type]
-            )
-        )
+            return await self.worker.call(op, **fields)
+        except WorkerFailed as e:
+            raise GenerationFailed(e.message) from e
 
     async def generate(
         self, request: GenerationRequest, halt: HaltFlag
     ) -> AsyncGenerator[GenerationEvent, None]:
-        loop = asyncio.get_running_loop()
-        tokens = [int(t) for t in self._tokenizer.encode(request.prompt)]
         # Without max_tokens, stop at the model's output limit rather than filling the whole
-        # context: ORT GenAI sizes its shared KV buffer by max_length.
+        # context: ORT GenAI sizes its KV buffer by max_length.
         max_new = request.params.max_tokens or self.max_output_tokens
-        max_new = max(1, min(max_new, self.context_length - len(tokens)))
-        queue: asyncio.Queue[object] = asyncio.Queue()
-
-        def emit(item: object) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def work() -> None:
-            try:
-                self._run(request, tokens, max_new, halt, emit)
-            finally:
-                emit(_DONE)
-
-        thread = threading.Thread(target=work, name=f"ingot-gen-{self.variant_id}", daemon=True)
-        thread.start()
+        params = {k: v for k, v in asdict(request.params).items() if k != "stop"}
+        constraint = asdict(request.constraint) if request.constraint else None
+        rid, events = self.worker.open_stream()
+        ended = False
+        produced = 0
+        started = time.monotonic()
+        try:
+            self.worker.send(
+                {
+                    "op": "generate",
+                    "id": rid,
+                    "prompt": request.prompt,
+                    "params": params,
+                    "constraint": constraint,
+                    "max_new": max_new,
+                }
+            )
+        except WorkerFailed as e:
+            self.worker.close_stream(rid)
+            raise GenerationFailed(e.message) from e
+        remove = halt.on_halt(lambda _: self._send_halt(rid))
         try:
             while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, Exception):
-                    raise item
-                yield item  # type: ignore[misc]
+                msg = await events.get()
+                if "text" in msg:
+                    produced = int(msg["n"])
+                    yield TextDelta(msg["text"], produced)
+                    continue
+                ended = True
+                if "stats" in msg:
+                    yield self._stats(msg["stats"], halt)
+                    return
+                if EXIT in msg and halt.halted:
+                    # Halted (a forced unload, shutdown) and the worker was stopped before it
+                    # could report: the generation was cancelled, not broken.
+                    yield self._stats(self._halted_stats(produced, started), halt)
+                    return
+                raise GenerationFailed(str(msg.get("error") or msg.get(EXIT)))
         finally:
-            # Whoever stops listening (a cancelled task, a closed stream) stops the token loop.
-            halt.halt("cancelled")
-            await asyncio.to_thread(thread.join)
+            remove()
+            if not ended:
+                # Whoever stopped listening (a cancelled task, a closed stream) stops the token
+                # loop, and the model is handed back only once the worker has let go of it.
+                halt.halt("cancelled")
+                self._send_halt(rid)
+                await self._wait_end(events)
+            self.worker.close_stream(rid)
+
+    def _send_halt(self, rid: int) -> None:
+        if self.worker.alive:
+            self.worker.send({"op": "halt", "id": rid})
+
+    @staticmethod
+    async def _wait_end(events: asyncio.Queue[dict[str, Any]]) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HALT_GRACE_S):
+                while True:
+                    msg = await events.get()
+                    if "text" not in msg:
+                        return
+
+    @staticmethod
+    def _halted_stats(produced: int, started: float) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "prompt_tokens": 0,
+            "completion_tokens": produced,
+            "started": started,
+            "first_token": None,
+            "finished": now,
+            "finish_reason": "halted",
+        }
+
+    @staticmethod
+    def _stats(s: dict[str, Any], halt: HaltFlag) -> RuntimeStats:
+        finish = s["finish_reason"]
+        if finish == "halted":
+            finish = "stop" if halt.reason == "stop" else "cancelled"
+        return RuntimeStats(
+            prompt_tokens=int(s["prompt_tokens"]),
+            completion_tokens=int(s["completion_tokens"]),
+            started=float(s["started"]),
+            first_token=None if s["first_token"] is None else float(s["first_token"]),
+            finished=float(s["finished"]),
+            finish_reason=cast(FinishReason, finish),
+        )
 
     async def close(self) -> None:
-        self._tokenizer = None
-        self._model = None
+        # Generations halted just before (a forced unload) end within a token: let them report
+        # their stats before the process goes.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                await self.worker.streams_closed()
+        await self.worker.close()
 
 
 class OnnxGenaiRuntime:
@@ -185,6 +184,10 @@ class OnnxGenaiRuntime:
     capabilities = RuntimeCapabilities(
         streaming=True, tools=True, json_schema=True, fim=False, devices=("cpu", "cuda")
     )
+
+    def __init__(self, python: str | None = None) -> None:
+        # The worker's interpreter: the engine's own unless configured (it needs onnxruntime-genai).
+        self.python = python or sys.executable
 
     def unavailable_reason(self, variant: ModelVariant) -> str | None:
         if importlib.util.find_spec("onnxruntime_genai") is None:
@@ -212,45 +215,36 @@ class OnnxGenaiRuntime:
                 f"{folder} is not an ONNX Runtime GenAI model folder (no genai_config.json).",
                 hint="Re-download the model (`ingot model download`) or compile it.",
             )
-        progress(Progress("load", f"Loading {variant.id}", 0.0))
-        og = _og()
-        n_threads = threads or os.cpu_count() or 1
-
-        def do_load() -> OnnxGenaiInstance:
-            proc = psutil.Process()
-            before = proc.memory_info().rss
-            cfg = og.Config(str(folder))
-            # The provider follows the variant, not whatever genai_config.json happens to name.
-            cfg.clear_providers()
-            if variant.device == "cuda":
-                cfg.append_provider("cuda")
-            # Thread count is a session option; overlay it rather than editing the model's files.
-            cfg.overlay(
-                json.dumps(
-                    {"model": {"decoder": {"session_options": {"intra_op_num_threads": n_threads}}}}
-                )
+        if importlib.util.find_spec("onnxruntime_genai") is None:
+            raise RuntimeUnavailable(
+                "ONNX Runtime GenAI is not installed in the engine's Python.",
+                hint="pip install onnxruntime-genai (or onnxruntime-genai-cuda for NVIDIA GPUs).",
             )
-            model = og.Model(cfg)
-            tokenizer = og.Tokenizer(model)
-            used = max(0, proc.memory_info().rss - before)
-            return OnnxGenaiInstance(
-                variant.id,
-                folder,
-                model,
-                tokenizer,
-                used,
-                variant.device,
-                variant.max_output_tokens,
-            )
-
+        progress(Progress("load", f"Starting a worker for {variant.id}", 0.0))
+        worker = WorkerProcess(
+            [self.python, "-m", "engine.runtimes.onnx_worker"],
+            env=_worker_env(),
+            name=f"model worker for {variant.id}",
+        )
+        await worker.start()
         try:
-            instance = await asyncio.to_thread(do_load)
-        except LoadFailed:
-            raise
-        except Exception as e:
+            progress(Progress("load", f"Loading {variant.id}", 0.1))
+            info = await worker.call(
+                "load",
+                folder=str(folder),
+                device=variant.device,
+                threads=threads or os.cpu_count() or 1,
+            )
+            assert worker.pid is not None
+            memory = psutil.Process(worker.pid).memory_info().rss
+        except (WorkerFailed, psutil.Error) as e:
+            await worker.close()
             raise LoadFailed(
                 f"ONNX Runtime GenAI could not load {variant.id} from {folder}: {e}",
                 hint="Verify the cache (`ingot cache verify`) or re-download the model.",
             ) from e
+        except BaseException:
+            await worker.close()
+            raise
         progress(Progress("load", f"Loaded {variant.id}", 1.0))
-        return instance
+        return OnnxGenaiInstance(variant, worker, int(info["contextLength"]), memory)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,20 @@ class FakeInstance:
         self.delay = delay
         self.closed = False
         self.generated = 0
+        self.exit_callbacks: list[Callable[[str], None]] = []
 
-    def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+    async def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return " ".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    def on_exit(self, callback: Callable[[str], None]) -> None:
+        self.exit_callbacks.append(callback)
+
+    def crash(self, reason: str = "crashed") -> None:
+        for cb in self.exit_callbacks:
+            cb(reason)
 
     async def generate(
         self, request: GenerationRequest, halt: HaltFlag
@@ -65,9 +73,7 @@ class FakeInstance:
             self.generated += 1
             first = first or time.monotonic()
             yield TextDelta(w, n)
-        yield RuntimeStats(
-            self.count_tokens(request.prompt), n, started, first, time.monotonic(), finish
-        )  # type: ignore[arg-type]
+        yield RuntimeStats(len(request.prompt.split()), n, started, first, time.monotonic(), finish)  # type: ignore[arg-type]
 
     async def close(self) -> None:
         self.closed = True

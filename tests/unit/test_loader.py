@@ -98,3 +98,33 @@ async def test_memory_budget_evicts_least_recently_used_idle_model() -> None:
     await loader.load(c)
     assert {e.variant.id for e in loader.loaded()} == {a.id, c.id}
     assert any(e.state == "unloaded" and "evicted" in (e.reason or "") for e in seen)
+
+
+async def test_a_model_that_dies_is_forgotten_reported_and_loaded_again() -> None:
+    loader, rt, _, seen = make()
+    v = variant()
+    await loader.load(v)
+    rt.instances[0].crash("killed by signal 9")
+    assert loader.get_loaded(v.id) is None
+    assert (seen[-1].state, seen[-1].reason) == ("failed", "killed by signal 9")
+    await loader.load(v)
+    assert rt.loads == 2 and loader.get_loaded(v.id) is not None
+    # A late report from the old instance changes nothing about the new one.
+    rt.instances[0].crash("late")
+    assert loader.get_loaded(v.id) is not None
+
+
+def test_halt_flag_callbacks_fire_once_and_unsubscribe() -> None:
+    from engine.runtimes.base import HaltFlag
+
+    flag = HaltFlag()
+    got: list[str] = []
+    remove = flag.on_halt(got.append)
+    other = flag.on_halt(lambda r: got.append("other:" + r))
+    other()
+    flag.halt("stop")
+    flag.halt("again")
+    assert got == ["stop"] and flag.reason == "stop"
+    remove()
+    flag.on_halt(got.append)  # already halted: called at once
+    assert got == ["stop", "stop"]

@@ -102,7 +102,8 @@ async def run_generation(
         finished = False
         try:
             async with entry.scheduler.slot(priority) as queue_s:
-                gen = inst.generate(GenerationRequest(plan.prompt, params, plan.constraint), halt)
+                request = GenerationRequest(plan.prompt, params, plan.constraint, priority)
+                gen = inst.generate(request, halt)
                 try:
                     async for ev in gen:
                         if isinstance(ev, TextDelta):

@@ -35,6 +35,8 @@ class GenerationRequest:
     prompt: str
     params: SamplingParams = field(default_factory=SamplingParams)
     constraint: Constraint | None = None
+    # Latency class (engine.scheduler.PRIORITY_*): runtimes that interleave requests use it.
+    priority: int = 1
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ class TtlLoader:
         default_ttl_s: float,
         threads: int | None,
         queue_limit: int = 16,
-        concurrency_for: Callable[[ModelVariant], int] = lambda v: 1,
+        # Concurrency a runtime plans per variant; the larger of it and the instance's own wins.
+        concurrency_for: Callable[[ModelVariant], int | None] = lambda v: None,
     ) -> None:
         self._runtime_for = runtime_for
         self._folder_for = folder_for
@@ -144,7 +145,9 @@ class TtlLoader:
         entry = LoadedModel(
             variant=variant,
             instance=instance,
-            scheduler=ModelScheduler(self._concurrency_for(variant), self.queue_limit),
+            scheduler=ModelScheduler(
+                max(self._concurrency_for(variant) or 1, instance.concurrency), self.queue_limit
+            ),
             ttl_s=ttl,
             loaded_at=now,
             last_used=now,

@@ -1,7 +1,7 @@
 """ModelScheduler: a bounded, prioritised queue in front of one loaded model.
 
-Requests take a slot to run (one at a time for ONNX Runtime GenAI, whose single-sequence loop
-gains nothing from parallel generators on CPU). Waiters are served by priority class, then in
+Requests take one of the model's slots to run (its instance says how many it interleaves).
+Waiters are served by priority class, then in
 arrival order, so interactive work (inline completions, edits) goes ahead of long chats without
 any class starving: a waiter's effective priority improves the longer it waits.
 """

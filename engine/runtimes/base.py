@@ -65,6 +65,8 @@ class ModelInstance(Protocol):
     context_length: int
     memory_bytes: int
     device: str
+    # How many generations it runs at once (the loader's per-model scheduler admits that many).
+    concurrency: int
 
     async def count_tokens(self, text: str) -> int: ...
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -39,6 +40,32 @@ _IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
 HALT_GRACE_S = 30.0
 # How long an unload waits for halted generations to report before stopping the worker.
 CLOSE_GRACE_S = 2.0
+# Generations one worker interleaves (each has its own KV cache), within this much KV memory.
+MAX_CONCURRENT = 4
+KV_BUDGET_BYTES = 1024**3
+
+
+def kv_bytes_per_token(variant: ModelVariant, folder: Path) -> int:
+    """KV-cache bytes per token, from the catalog or else from the model's genai_config.json
+    (ORT GenAI keeps the CPU KV cache in float32 and the CUDA one in float16)."""
+    if variant.kv is not None:
+        return variant.kv.bytes_per_token()
+    try:
+        cfg = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
+        dec = cfg["model"]["decoder"]
+        per = 2 * int(dec["num_hidden_layers"]) * int(dec["num_key_value_heads"])
+        return per * int(dec["head_size"]) * (2 if variant.device == "cuda" else 4)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def interleaved_sequences(variant: ModelVariant, kv_per_token: int) -> int:
+    """How many sequences may take turns on one model: each holds a KV cache sized for its
+    prompt plus max_output_tokens, and together they stay within KV_BUDGET_BYTES."""
+    if kv_per_token <= 0:
+        return 1
+    per_sequence = kv_per_token * (variant.max_output_tokens + 512)
+    return max(1, min(MAX_CONCURRENT, KV_BUDGET_BYTES // per_sequence))
 
 
 def _worker_env() -> dict[str, str]:
@@ -54,6 +81,7 @@ class OnnxGenaiInstance:
         worker: WorkerProcess,
         context_length: int,
         memory: int,
+        concurrency: int = 1,
     ) -> None:
         self.variant_id = variant.id
         self.max_output_tokens = variant.max_output_tokens
@@ -61,6 +89,7 @@ class OnnxGenaiInstance:
         self.context_length = context_length
         self.memory_bytes = memory
         self.worker = worker
+        self.concurrency = concurrency
 
     def on_exit(self, callback: Callable[[str], None]) -> None:
         self.worker.on_exit(callback)
@@ -98,6 +127,7 @@ class OnnxGenaiInstance:
                     "params": params,
                     "constraint": constraint,
                     "max_new": max_new,
+                    "priority": request.priority,
                 }
             )
         except WorkerFailed as e:
@@ -247,4 +277,5 @@ class OnnxGenaiRuntime:
             await worker.close()
             raise
         progress(Progress("load", f"Loaded {variant.id}", 1.0))
-        return OnnxGenaiInstance(variant, worker, int(info["contextLength"]), memory)
+        slots = interleaved_sequences(variant, kv_bytes_per_token(variant, folder))
+        return OnnxGenaiInstance(variant, worker, int(info["contextLength"]), memory, slots)

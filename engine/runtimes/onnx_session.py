@@ -66,63 +66,92 @@ class OnnxSession:
             self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
         )
 
-    def run(
-        self,
-        rid: int,
-        prompt: str,
-        params: dict[str, Any],
-        constraint: dict[str, str] | None,
-        max_new: int,
-        halt: threading.Event,
-        emit: Emit,
-    ) -> None:
-        """Generate until EOS, max_new tokens or `halt`; emit text events, then one stats event.
+    def start(self, job: dict[str, Any], halt: threading.Event, emit: Emit) -> Sequence:
+        """Tokenize and prefill one request; its tokens then come from Sequence.step()."""
+        return Sequence(self, job, halt, emit)
 
-        `halt` is checked before every token, so a cancellation lands within one token."""
-        og = self._og
-        started = time.monotonic()
-        first: float | None = None
-        produced = 0
-        finish = "length"
-        tokens = [int(t) for t in self.tokenizer.encode(prompt)]
-        max_new = max(1, min(max_new, self.context_length - len(tokens)))
+
+class Sequence:
+    """One generation on a shared model: its own og.Generator (and KV cache), stepped a token
+    at a time by the worker's scheduler, so several can take turns and any can pause."""
+
+    def __init__(
+        self, session: OnnxSession, job: dict[str, Any], halt: threading.Event, emit: Emit
+    ) -> None:
+        og = session._og
+        self.rid = int(job["id"])
+        self.priority = int(job.get("priority", 1))
+        self.halt = halt
+        self.done = False
+        self.last_step = 0.0
+        self._session = session
+        self._emit = emit
+        self._started = time.monotonic()
+        self._first: float | None = None
+        self._produced = 0
+        self._gen: Any = None
+        tokens = [int(t) for t in session.tokenizer.encode(job["prompt"])]
+        self._prompt_tokens = len(tokens)
+        self._max_new = max(1, min(int(job["max_new"]), session.context_length - len(tokens)))
         try:
-            gp = og.GeneratorParams(self.model)
-            gp.set_search_options(**search_options(params, len(tokens) + max_new))
-            if constraint is not None:
+            gp = og.GeneratorParams(session.model)
+            gp.set_search_options(
+                **search_options(job.get("params") or {}, len(tokens) + self._max_new)
+            )
+            if (constraint := job.get("constraint")) is not None:
                 gp.set_guidance(constraint["kind"], constraint["text"])
-            gen = og.Generator(self.model, gp)
-            stream = self.tokenizer.create_stream()
+            self._gen = og.Generator(session.model, gp)
+            self._stream = session.tokenizer.create_stream()
             if not halt.is_set():
-                gen.append_tokens(tokens)
-            while not halt.is_set() and not gen.is_done():
-                gen.generate_next_token()
-                tok = int(gen.get_next_tokens()[0])
-                if first is None:
-                    first = time.monotonic()
-                if tok in self.eos:
-                    finish = "stop"
-                    break
-                produced += 1
-                emit({"id": rid, "text": stream.decode(tok), "n": produced})
-                if produced >= max_new:
-                    break
-            if halt.is_set():
-                finish = "halted"
-            del gen
-        except Exception as e:  # the runtime's own errors, surfaced as a clean engine error
-            emit({"id": rid, "error": f"Generation failed in ONNX Runtime GenAI: {e}"})
+                self._gen.append_tokens(tokens)  # the prefill
+        except Exception as e:
+            self._fail(e)
+
+    def step(self) -> None:
+        """Generate one token (or finish: EOS, max tokens, halted)."""
+        if self.done:
             return
-        emit(
+        if self.halt.is_set():
+            self._finish("halted")
+            return
+        try:
+            gen = self._gen
+            if gen.is_done():
+                self._finish("length")
+                return
+            gen.generate_next_token()
+            tok = int(gen.get_next_tokens()[0])
+            self.last_step = time.monotonic()
+            if self._first is None:
+                self._first = self.last_step
+            if tok in self._session.eos:
+                self._finish("stop")
+                return
+            self._produced += 1
+            self._emit({"id": self.rid, "text": self._stream.decode(tok), "n": self._produced})
+            if self._produced >= self._max_new:
+                self._finish("length")
+        except Exception as e:  # the runtime's own errors, surfaced as a clean engine error
+            self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        self.done = True
+        self._gen = None
+        self._emit({"id": self.rid, "error": f"Generation failed in ONNX Runtime GenAI: {e}"})
+
+    def _finish(self, reason: str) -> None:
+        self.done = True
+        self._gen = None  # frees this sequence's KV cache now, not at the next collection
+        self._emit(
             {
-                "id": rid,
+                "id": self.rid,
                 "stats": {
-                    "prompt_tokens": len(tokens),
-                    "completion_tokens": produced,
-                    "started": started,
-                    "first_token": first,
+                    "prompt_tokens": self._prompt_tokens,
+                    "completion_tokens": self._produced,
+                    "started": self._started,
+                    "first_token": self._first,
                     "finished": time.monotonic(),
-                    "finish_reason": finish,
+                    "finish_reason": reason,
                 },
             }
         )

@@ -19,10 +19,22 @@ import os
 import queue
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.runtimes.onnx_session import OnnxSession
+from engine.runtimes.onnx_session import OnnxSession, Sequence
+
+# Seconds a sequence may wait for a turn before it goes next whatever its class.
+AGING_S = 2.0
+
+
+def pick(live: list[Sequence], now: float) -> Sequence:
+    """The sequence to step next (see Worker._run_jobs)."""
+    starving = [seq for seq in live if now - seq.last_step > AGING_S]
+    if starving:
+        return min(starving, key=lambda seq: seq.last_step)
+    return min(live, key=lambda seq: (seq.priority, seq.last_step))
 
 
 class Worker:
@@ -40,23 +52,40 @@ class Worker:
             self._out.write(line + "\n")
             self._out.flush()
 
+    def _next_jobs(self, wait: bool) -> list[dict[str, Any]] | None:
+        """Every job that has arrived (waiting for one if asked); None when told to stop."""
+        jobs: list[dict[str, Any]] = []
+        try:
+            item = self._jobs.get(block=wait)
+            while True:
+                if item is None:
+                    return None
+                jobs.append(item)
+                item = self._jobs.get_nowait()
+        except queue.Empty:
+            return jobs
+
     def _run_jobs(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            rid = int(job["id"])
-            halt = self._halts[rid]
-            try:
-                assert self._session is not None
-                self._session.run(
-                    rid,
-                    job["prompt"],
-                    job.get("params") or {},
-                    job.get("constraint"),
-                    int(job["max_new"]),
-                    halt,
-                    self.send,
-                )
-            finally:
-                self._halts.pop(rid, None)
+        """Admit new requests, then step one sequence a token: the most urgent class first
+        (interactive before chat before batch), round-robin within a class, and anything left
+        unstepped for AGING_S goes next, so a completion typed during a long chat answers at
+        once and nothing starves."""
+        assert self._session is not None
+        active: list[Sequence] = []
+        while (jobs := self._next_jobs(wait=not active)) is not None:
+            for job in jobs:
+                rid = int(job["id"])
+                active.append(self._session.start(job, self._halts[rid], self.send))
+            for seq in active:
+                if seq.halt.is_set():
+                    seq.step()  # reports it halted now, whoever's turn it is
+            live = [seq for seq in active if not seq.done]
+            if live:
+                pick(live, time.monotonic()).step()
+            for seq in active:
+                if seq.done:
+                    self._halts.pop(seq.rid, None)
+            active = [seq for seq in active if not seq.done]
 
     def handle(self, msg: dict[str, Any]) -> None:
         op, rid = msg.get("op"), int(msg.get("id", 0))

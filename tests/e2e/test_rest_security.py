@@ -5,6 +5,7 @@ produce a 500, a traceback or a dead server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.e2e.rest_server import RestServer, copy_home, read_sse, running, spawn
+from tests.e2e.rest_server import RestServer, copy_home, running, spawn
 
 KEY = "sk-test-0123456789"
 MODEL = "smollm2-135m"
@@ -299,27 +300,37 @@ async def test_server_survives_and_answers_after_bad_input(server: RestServer) -
 async def test_full_queue_is_503_with_retry_after(
     server: RestServer, http: aiohttp.ClientSession
 ) -> None:
-    long = {"model": MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 2000, "stream": True}
-    running_stream = await http.post("/v1/completions", json=long)
-    events = read_sse(running_stream)
-    await anext(events)  # it is generating
-    queued = asyncio.create_task(http.post("/v1/completions", json={**long, "stream": False}))
-    for _ in range(200):
+    long = {"model": MODEL, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 2000}
+    posts: list[asyncio.Task[aiohttp.ClientResponse]] = []
+
+    async def status() -> tuple[int, int]:
         async with http.get("/ingot/v1/status") as r:
-            if (await r.json())["queuedRequests"] == 1:
-                break
-        await asyncio.sleep(0.02)
+            data = await r.json()
+            return data["activeRequests"], data["queuedRequests"]
+
     try:
+        # Fill every slot the model interleaves, then its queue (--queue-limit 1).
+        for _ in range(10):
+            posts.append(asyncio.create_task(http.post("/v1/completions", json=long)))
+            for _ in range(500):
+                active, queued = await status()
+                if active + queued == len(posts):
+                    break
+                await asyncio.sleep(0.02)
+            if queued >= 1:
+                break
+        assert queued == 1
         with pytest.raises(openai.InternalServerError) as e:
             server.client().chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4)
         assert e.value.status_code == 503
         assert e.value.code == "engine_busy"
         assert int(e.value.response.headers["Retry-After"]) >= 1
     finally:
-        running_stream.close()
-        queued.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await queued
+        for post in posts:
+            post.cancel()
+        for post in posts:
+            with contextlib.suppress(asyncio.CancelledError):
+                await post
 
 
 async def test_non_loopback_bind_needs_a_key(tmp_path: Path) -> None:

@@ -223,15 +223,86 @@ async def test_forced_unload_halts_a_running_generation(service: EngineService) 
 async def test_queue_is_bounded(service: EngineService) -> None:
     ask = [{"role": "user", "content": "Write a long story about a lighthouse."}]
     await service.load(MODEL)
+    entry = service.loader.get_loaded(DEFAULT_ONNX_ID)
+    assert entry is not None
+    slots = entry.scheduler.concurrency
+    assert slots > 1  # the worker interleaves sequences
     tasks = [
         asyncio.create_task(run(service, ChatRequest(MODEL, ask, SamplingParams(max_tokens=30))))
-        for _ in range(4)
+        for _ in range(slots + 3)
     ]
     done = await asyncio.gather(*tasks, return_exceptions=True)
     busy = [r for r in done if isinstance(r, EngineBusy)]
     ok = [r for r in done if isinstance(r, GenerationResult)]
-    # One runs, two may wait (queue_limit=2), the fourth is refused at once.
-    assert len(busy) == 1 and len(ok) == 3
+    # `slots` run, two may wait (queue_limit=2), the rest is refused at once.
+    assert len(busy) == 1 and len(ok) == slots + 2
+
+
+async def test_an_inline_completion_goes_ahead_of_a_long_chat(service: EngineService) -> None:
+    """Latency classes: an interactive request typed while a long chat streams is served at once
+    (the worker steps it first), and the chat carries on afterwards."""
+    from engine.scheduler import PRIORITY_INTERACTIVE
+
+    await service.load(MODEL)
+    story = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+    chat_tokens: list[int] = []
+    streaming = asyncio.Event()
+
+    async def long_chat() -> GenerationResult:
+        async for ev in service.chat(
+            ChatRequest(MODEL, story, SamplingParams(max_tokens=300, temperature=0))
+        ):
+            if isinstance(ev, Delta):
+                chat_tokens.append(ev.tokens)
+                if ev.tokens >= 5:
+                    streaming.set()
+            else:
+                return ev
+        raise AssertionError
+
+    chat = asyncio.create_task(long_chat())
+    await asyncio.wait_for(streaming.wait(), 30)
+    at_start = chat_tokens[-1]
+    inline = await run(
+        service,
+        CompletionRequest(
+            MODEL,
+            "def add(a, b):\n    return",
+            params=SamplingParams(max_tokens=12, temperature=0),
+            priority=PRIORITY_INTERACTIVE,
+            kind="inline",
+        ),
+    )
+    during = chat_tokens[-1] - at_start
+    assert not chat.done()  # the chat was still streaming when the completion was done
+    # Strict priority: while the completion ran, the chat advanced by at most a few tokens.
+    assert inline.usage.completion_tokens > 0 and during <= 4, during
+    result = await chat
+    assert result.usage.completion_tokens == 300 or result.finish_reason == "stop"
+
+
+async def test_two_chats_share_the_model_turn_by_turn(service: EngineService) -> None:
+    await service.load(MODEL)
+    story = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+    first_token_of_second: list[int] = []
+    first_progress: list[int] = []
+
+    async def chat(out: list[int]) -> None:
+        async for ev in service.chat(
+            ChatRequest(MODEL, story, SamplingParams(max_tokens=60, temperature=0))
+        ):
+            if isinstance(ev, Delta):
+                out.append(ev.tokens)
+
+    a = asyncio.create_task(chat(first_progress))
+    while not first_progress:
+        await asyncio.sleep(0.01)
+    b = asyncio.create_task(chat(first_token_of_second))
+    while not first_token_of_second:
+        await asyncio.sleep(0.01)
+    # The second started streaming long before the first was done.
+    assert first_progress[-1] < 50
+    await asyncio.gather(a, b)
 
 
 async def test_ttl_zero_unloads_after_the_request_and_the_process_ends(

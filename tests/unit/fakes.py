@@ -34,6 +34,7 @@ class FakeInstance:
         self.context_length = 64
         self.memory_bytes = 1000
         self.device = "cpu"
+        self.concurrency = 1
         self.words = words
         self.delay = delay
         self.closed = False

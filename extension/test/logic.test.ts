@@ -1,0 +1,113 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Backoff } from "../src/backoff";
+import { contextValue, fitBadge, groupCatalog, loadedNames, modelDescription, restEndpoint } from "../src/catalog";
+import { formatBytes, formatMs, formatTps, formatTtl, parseTtl, ttlRemaining } from "../src/format";
+import { inlineAllowed } from "../src/inline";
+import { installHint, interpreterCandidates, venvPython } from "../src/interpreter";
+import type { ModelInfo } from "../src/protocol/generated";
+
+function model(over: Partial<ModelInfo>): ModelInfo {
+  return {
+    id: "m:1",
+    name: "m",
+    version: 1,
+    alias: "m",
+    displayName: "M",
+    publisher: "p",
+    device: "cpu",
+    framework: "onnx",
+    runtime: "onnx-genai",
+    source: "build",
+    sizeBytes: 270 * 1024 * 1024,
+    contextLength: 8192,
+    maxOutputTokens: 2048,
+    license: "Apache-2.0",
+    task: "chat-completion",
+    capabilities: { chat: true, tools: false, jsonSchema: true, fim: false },
+    cached: false,
+    loaded: false,
+    fits: true,
+    fitReason: "fits in 20 GB free",
+    memoryNeededBytes: 1,
+    offered: true,
+    ...over,
+  };
+}
+
+test("backoff doubles up to the cap, gives up after max attempts, resets after a stable run", () => {
+  const b = new Backoff({ initialMs: 100, maxMs: 500, stableMs: 1000, maxAttempts: 4 });
+  assert.deepEqual([b.next(0), b.next(0), b.next(0), b.next(0)], [100, 200, 400, 500]);
+  assert.equal(b.next(0), undefined);
+  assert.equal(b.next(5000), 100, "a long run resets the delay");
+  b.reset();
+  assert.equal(b.failures, 0);
+});
+
+test("catalog groups downloaded and available, sorted by alias", () => {
+  const g = groupCatalog([model({ id: "b:1", alias: "b", cached: true }), model({ id: "a:1", alias: "a" }), model({ id: "c:1", alias: "a", cached: true })]);
+  assert.deepEqual(g.downloaded.map((m) => m.id), ["c:1", "b:1"]);
+  assert.deepEqual(g.available.map((m) => m.id), ["a:1"]);
+});
+
+test("model description, fit badge and context values", () => {
+  assert.equal(modelDescription(model({})), "cpu · onnx-genai · 270 MB");
+  assert.deepEqual(fitBadge(model({ fits: false, fitReason: "needs 9 GB" })), { fits: false, text: "needs 9 GB" });
+  assert.deepEqual(fitBadge(model({ runtimeUnavailable: "vLLM is not installed" })), { fits: false, text: "vLLM is not installed" });
+  assert.equal(contextValue(model({})), "model available");
+  assert.equal(contextValue(model({ cached: true, loaded: true })), "model downloaded loaded");
+  // The menus' regexes must tell "downloaded" and "loaded" apart.
+  assert.ok(!/\bloaded\b/.test(contextValue(model({ cached: true }))));
+});
+
+test("REST endpoint and loaded names", () => {
+  assert.equal(restEndpoint("http://127.0.0.1:5000/"), "http://127.0.0.1:5000/v1/chat/completions");
+  assert.deepEqual(loadedNames([model({ loaded: true, id: "x:1", alias: "x", name: "x-cpu" }), model({})]), ["x:1", "x", "x-cpu"]);
+});
+
+test("formatting bytes, TTLs, speeds and times", () => {
+  assert.equal(formatBytes(512), "512 B");
+  assert.equal(formatBytes(1536), "1.5 KB");
+  assert.equal(formatBytes(undefined), "—");
+  assert.equal(formatTtl(65), "01:05");
+  assert.equal(formatTtl(3661), "1:01:01");
+  assert.equal(formatTtl(-1), "∞");
+  assert.equal(formatTps(123.456), "123.5 tok/s");
+  assert.equal(formatMs(59.6), "60 ms");
+  assert.equal(formatMs(1500), "1.50 s");
+  assert.equal(ttlRemaining(10, 1000, 4000), 7);
+  assert.equal(ttlRemaining(1, 0, 5000), 0);
+});
+
+test("parsing TTLs typed by the user", () => {
+  assert.equal(parseTtl("600"), 600);
+  assert.equal(parseTtl("10m"), 600);
+  assert.equal(parseTtl("1h"), 3600);
+  assert.equal(parseTtl("-1"), -1);
+  assert.equal(parseTtl("forever"), -1);
+  assert.equal(parseTtl("0"), 0);
+  assert.equal(parseTtl("ten"), undefined);
+  assert.equal(parseTtl(""), undefined);
+});
+
+test("inline completions only when enabled and a model is loaded for them", () => {
+  assert.equal(inlineAllowed(true, "", []), false);
+  assert.equal(inlineAllowed(false, "", ["m:1"]), false);
+  assert.equal(inlineAllowed(true, "", ["m:1"]), true);
+  assert.equal(inlineAllowed(true, "other", ["m:1", "m"]), false);
+  assert.equal(inlineAllowed(true, "m", ["m:1", "m"]), true);
+});
+
+test("interpreter candidates: workspace .venv, then the setting, then the active Python, then PATH", () => {
+  const c = interpreterCandidates({ workspaceFolders: ["/w"], configuredPath: " /opt/py ", activePython: "/w/.venv/bin/python", platform: "linux" });
+  assert.deepEqual(
+    c.map((x) => [x.source, x.command]),
+    [
+      ["venv", "/w/.venv/bin/python"],
+      ["setting", "/opt/py"],
+      ["path", "python3"],
+    ],
+  );
+  assert.equal(venvPython("C:\\w", "win32"), "C:\\w\\.venv\\Scripts\\python.exe");
+  assert.match(installHint("/usr/bin/python3"), /-m pip install/);
+});

@@ -14,6 +14,7 @@ from engine.hardware import HardwareProfile, probe_hardware
 from engine.provisioning import Compiler, Downloader, Provisioner
 from engine.runtimes.base import Runtime
 from engine.runtimes.onnx_genai import OnnxGenaiRuntime
+from engine.runtimes.vllm import VllmRuntime
 from engine.selector import RuntimeSelector
 from engine.service import EngineService
 from engine.telemetry import Telemetry
@@ -38,6 +39,21 @@ def cache_root(config: EngineConfig) -> Path:
 def default_memory_budget(hw: HardwareProfile) -> int:
     # Leave a quarter of RAM to the editor and the rest of the machine.
     return int(hw.ram_total * 0.75)
+
+
+def default_runtimes(config: EngineConfig, hardware: HardwareProfile | None) -> dict[str, Runtime]:
+    """Both runtimes; vLLM plans against a fresh probe at each load (GPU memory moves) unless the
+    caller fixed the hardware profile."""
+    return {
+        "onnx-genai": OnnxGenaiRuntime(),
+        "vllm": VllmRuntime(
+            config.vllm_python,
+            home=config.home,
+            preferences=config.vllm_preferences,
+            hardware=(lambda: hardware) if hardware is not None else probe_hardware,
+            load_timeout_s=config.vllm_load_timeout_s,
+        ),
+    }
 
 
 def _downloader() -> Downloader:
@@ -66,7 +82,7 @@ def build_engine(
         clock, history=config.telemetry_history, interval_s=config.telemetry_interval_s
     )
     selector = RuntimeSelector(
-        runtimes if runtimes is not None else {"onnx-genai": OnnxGenaiRuntime()}
+        runtimes if runtimes is not None else default_runtimes(config, hardware)
     )
 
     def make_compiler() -> Compiler:

@@ -33,8 +33,18 @@ class EngineConfig:
     opt_ins: frozenset[str] = frozenset()
     # Interpreter with the compile toolchain (defaults to the engine's own).
     compile_python: str | None = None
+    # Interpreter with vLLM (scripts/setup_vllm.sh makes one); None = .cache/vllm-venv in the
+    # checkout, else <home>/vllm-venv.
+    vllm_python: str | None = None
+    # Seconds a vLLM server may take to answer /health before the load fails.
+    vllm_load_timeout_s: float = 600.0
     telemetry_interval_s: float = 1.0
     telemetry_history: int = 600
+
+    @property
+    def vllm_preferences(self) -> Path:
+        """Per-model vLLM settings that override the planner (see engine/runtimes/vllm_prefs.py)."""
+        return self.home / "vllm.json"
 
     @property
     def cache_pointer(self) -> Path:
@@ -62,4 +72,8 @@ class EngineConfig:
             env["opt_ins"] = frozenset(s.strip() for s in v.split(",") if s.strip())
         if v := os.environ.get("INGOT_COMPILE_PYTHON"):
             env["compile_python"] = v
+        if v := os.environ.get("INGOT_VLLM_PYTHON"):
+            env["vllm_python"] = v
+        if v := os.environ.get("INGOT_VLLM_LOAD_TIMEOUT"):
+            env["vllm_load_timeout_s"] = float(v)
         return EngineConfig().with_overrides(**env).with_overrides(**overrides)

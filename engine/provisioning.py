@@ -14,6 +14,7 @@ from engine.cache import CacheEntry, ModelCache
 from engine.catalog.catalog import ModelCatalog
 from engine.catalog.variant import (
     Capabilities,
+    Device,
     KvShape,
     ModelSource,
     ModelVariant,
@@ -244,7 +245,9 @@ class Provisioner:
         runtime: str = "onnx-genai",
         name: str | None = None,
         alias: str | None = None,
+        device: Device = "cpu",
     ) -> ModelVariant:
+        """A variant for a user's own folder; `device` is where its runtime will run it."""
         folder = folder.expanduser().resolve()
         if not folder.is_dir():
             raise InvalidModelFolder(f"{folder} is not a folder.", param="path")
@@ -274,13 +277,20 @@ class Provisioner:
                     hint=hint,
                     missing=missing,
                 )
-            cfg = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
-            m = cfg.get("model", {})
-            ctx = int(m.get("context_length", 4096))
-            dec = m.get("decoder", {})
-            kv = None
-            if {"num_hidden_layers", "num_key_value_heads", "head_size"} <= dec.keys():
-                kv = KvShape(dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"])
+            cfg = _config(folder / "genai_config.json")
+            try:
+                m = cfg.get("model", {})
+                ctx = int(m.get("context_length", 4096))
+                dec = m.get("decoder", {})
+                kv = None
+                if {"num_hidden_layers", "num_key_value_heads", "head_size"} <= dec.keys():
+                    kv = KvShape(
+                        int(dec["num_hidden_layers"]),
+                        int(dec["num_key_value_heads"]),
+                        int(dec["head_size"]),
+                    )
+            except (AttributeError, TypeError, ValueError) as e:
+                raise _bad_config(folder / "genai_config.json", e) from None
             framework = "onnx"
         else:
             missing = [f for f in ("config.json",) if f not in files]
@@ -293,17 +303,20 @@ class Provisioner:
                     f"{folder} is not a Hugging Face model folder: missing {', '.join(missing)}.",
                     missing=missing,
                 )
-            hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            ctx = int(hf.get("max_position_embeddings", 4096))
-            kv = None
-            if "num_hidden_layers" in hf and "num_attention_heads" in hf:
-                heads = int(hf["num_attention_heads"])
-                kv = KvShape(
-                    int(hf["num_hidden_layers"]),
-                    int(hf.get("num_key_value_heads", heads)),
-                    int(hf.get("head_dim") or hf["hidden_size"] // heads),
-                    2,
-                )
+            hf = _config(folder / "config.json")
+            try:
+                ctx = int(hf.get("max_position_embeddings", 4096))
+                kv = None
+                if "num_hidden_layers" in hf and "num_attention_heads" in hf:
+                    heads = int(hf["num_attention_heads"])
+                    kv = KvShape(
+                        int(hf["num_hidden_layers"]),
+                        int(hf.get("num_key_value_heads", heads)),
+                        int(hf.get("head_dim") or hf["hidden_size"] // heads),
+                        2,
+                    )
+            except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+                raise _bad_config(folder / "config.json", e) from None
             framework = "vllm"
         base = _slug(name or folder.name)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -313,7 +326,7 @@ class Provisioner:
             alias=alias or base,
             display_name=name or folder.name,
             publisher="local",
-            device="cpu",
+            device=device,
             framework=framework,  # type: ignore[arg-type]
             source=ModelSource(kind="local", path=str(folder)),
             size_bytes=size,
@@ -323,6 +336,24 @@ class Provisioner:
             kv=kv,
             description=f"Registered from {folder}",
         )
+
+
+def _config(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise _bad_config(path, e) from None
+    if not isinstance(data, dict):
+        raise _bad_config(path, TypeError("the top level is not a JSON object"))
+    return data
+
+
+def _bad_config(path: Path, e: Exception) -> InvalidModelFolder:
+    return InvalidModelFolder(
+        f"{path} cannot be read: {e}.",
+        hint="Fix or regenerate the file (re-export or re-compile the model).",
+        param="path",
+    )
 
 
 def _slug(text: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 from engine.cache import ModelCache
 from engine.catalog.catalog import ModelCatalog
 from engine.catalog.fit import check_fit
-from engine.catalog.variant import ModelVariant
+from engine.catalog.variant import Device, ModelVariant
 from engine.chat import prepare_chat
 from engine.clock import Clock
 from engine.config import EngineConfig
@@ -38,6 +39,7 @@ from engine.telemetry import Telemetry
 from engine.views import CacheInfo, EngineStatus, ModelView
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 FIM_SYSTEM = (
     "You fill in missing text. The user shows text with a <CURSOR> marker. Reply with only the "
@@ -72,6 +74,7 @@ class EngineService:
         self.version = version
         self.started_at = clock.wall()
         self.provisioner = provisioner_factory(self)
+        self._metrics_task: asyncio.Task[None] | None = None
         self.loader = TtlLoader(
             runtime_for=runtimes.for_variant,
             folder_for=self.provisioner.folder_for,
@@ -87,10 +90,27 @@ class EngineService:
     async def start(self) -> None:
         self.loader.start()
         self.telemetry.start()
+        if self._metrics_task is None:
+            self._metrics_task = asyncio.create_task(self._poll_runtime_metrics())
 
     async def close(self) -> None:
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._metrics_task
+            self._metrics_task = None
         await self.loader.close()
         await self.telemetry.close()
+
+    async def _poll_runtime_metrics(self) -> None:
+        """Fold each loaded runtime's own metrics (vLLM's /metrics) into what status shows."""
+        while True:
+            for entry in self.loader.loaded():
+                try:
+                    await entry.instance.runtime_metrics()
+                except Exception as e:  # a metrics hiccup never takes the engine down
+                    log.debug("runtime metrics of %s failed: %s", entry.variant.id, e)
+            await asyncio.sleep(self.config.telemetry_interval_s)
 
     # -- hardware and catalog ------------------------------------------------------------------
     def hardware(self, refresh: bool = False) -> HardwareProfile:
@@ -116,6 +136,7 @@ class EngineService:
             active_requests=len(entry.active) if entry else 0,
             queued_requests=entry.scheduler.queued if entry else 0,
             registered=self.catalog.is_registered(v.id),
+            runtime_info=entry.instance.describe() if entry else None,
         )
 
     def list_models(
@@ -223,7 +244,12 @@ class EngineService:
         name: str | None = None,
         alias: str | None = None,
     ) -> ModelView:
-        v = self.provisioner.describe_folder(folder, runtime=runtime, name=name, alias=alias)
+        # A vLLM folder runs on the GPU where there is one (vLLM's CUDA build); ONNX folders are
+        # CPU builds unless compiled for CUDA.
+        device: Device = "cuda" if runtime == "vllm" and self._hardware.has_cuda else "cpu"
+        v = self.provisioner.describe_folder(
+            folder, runtime=runtime, name=name, alias=alias, device=device
+        )
         if self.catalog.registrations is None:
             raise IngotError("This engine has no registration store.")
         existing = self.catalog.get(v.id)
@@ -309,6 +335,14 @@ class EngineService:
         )
 
     async def cache_move(self, dest: Path) -> CacheInfo:
+        if not dest.expanduser().is_absolute():
+            # The engine's working directory means nothing to the caller: refuse to guess.
+            raise InvalidRequest(
+                f"'{dest}' is a relative path.",
+                hint="Give the new cache folder as an absolute path.",
+                param="path",
+            )
+        dest = dest.expanduser()
         if any(e.active for e in self.loader.loaded()):
             raise ModelBusy("Models are running requests.", hint="Retry when they are idle.")
         for e in self.loader.loaded():

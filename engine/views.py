@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.catalog.fit import FitVerdict
 from engine.catalog.variant import ModelVariant
@@ -24,6 +25,8 @@ class ModelView:
     active_requests: int = 0
     queued_requests: int = 0
     registered: bool = False
+    # The loaded instance's describe(): its process, vLLM's plan, the last runtime metrics.
+    runtime_info: dict[str, Any] | None = None
 
     @property
     def offered(self) -> bool:

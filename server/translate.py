@@ -20,6 +20,22 @@ from protocol.jsonrpc import models as m
 from protocol.jsonrpc import service as s
 
 
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def camel_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """Engine dicts (snake_case) in the wire's camelCase; metric names stay as they are."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k == "metrics" or not isinstance(v, dict):
+            out[_camel(k)] = v
+        else:
+            out[_camel(k)] = camel_keys(v) if k != "env" else v
+    return out
+
+
 def model_info(view: ModelView) -> m.ModelInfo:
     v = view.variant
     return m.ModelInfo(
@@ -61,6 +77,7 @@ def model_info(view: ModelView) -> m.ModelInfo:
         memory_needed_bytes=memory_needed(v),
         offered=view.offered,
         runtime_unavailable=view.runtime_unavailable,
+        runtime_info=camel_keys(view.runtime_info) if view.runtime_info else None,
     )
 
 
@@ -224,6 +241,7 @@ def telemetry_sample(x: SystemSample, status: EngineStatus) -> s.TelemetrySample
                 memory_bytes=v.memory_bytes,
                 active_requests=v.active_requests,
                 queued_requests=v.queued_requests,
+                runtime_metrics=(v.runtime_info or {}).get("metrics") or {},
             )
             for v in status.loaded
         ],

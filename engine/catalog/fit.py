@@ -24,6 +24,8 @@ class FitVerdict:
 
 
 def memory_needed(v: ModelVariant, context: int | None = None) -> int:
+    if v.source.kind == "remote":
+        return 0  # it runs on the deployment's machines, not in this one's memory
     kv = v.kv.bytes_per_token() * (context or v.planned_context) if v.kv else 0
     return int(v.size_bytes * 1.05) + kv + RUNTIME_OVERHEAD_BYTES
 

@@ -76,6 +76,15 @@ class ModelInstance(Protocol):
         """Register `callback(reason)` for when the model dies on its own (its process crashed)."""
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """Runtime details for status views: its process, plan, and last runtime metrics."""
+        ...
+
+    async def runtime_metrics(self) -> dict[str, float]:
+        """The runtime's own gauges and counters (vLLM's KV-cache use, waiting requests, ...);
+        refreshed by the engine once per telemetry interval."""
+        ...
+
     def generate(
         self, request: GenerationRequest, halt: HaltFlag
     ) -> AsyncGenerator[GenerationEvent, None]: ...

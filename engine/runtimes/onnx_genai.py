@@ -94,6 +94,12 @@ class OnnxGenaiInstance:
     def on_exit(self, callback: Callable[[str], None]) -> None:
         self.worker.on_exit(callback)
 
+    def describe(self) -> dict[str, Any]:
+        return {"pid": self.worker.pid, "concurrency": self.concurrency}
+
+    async def runtime_metrics(self) -> dict[str, float]:
+        return {}  # everything ONNX Runtime GenAI measures is in Ingot's own request records
+
     async def count_tokens(self, text: str) -> int:
         return int(await self._call("count", text=text))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -55,6 +55,12 @@ class ModelInfo(WireModel):
     offered: bool = Field(description="The hardware can run it (hidden by default otherwise).")
     runtime_unavailable: str | None = Field(
         None, description="Why its runtime cannot run here, if so."
+    )
+    runtime_info: dict[str, Any] | None = Field(
+        None,
+        description="While loaded: the runtime's process (`pid`), how many generations it runs at "
+        "once, vLLM's `plan` (device, dtype, maxModelLen, maxNumSeqs, gpuMemoryUtilization, ...) "
+        "and its last `metrics` (running/waiting requests, KV-cache usage, token totals).",
     )
 
 

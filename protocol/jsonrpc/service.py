@@ -30,6 +30,9 @@ class ServiceStatus(WireModel):
     home: str
     cache_path: str
     rest_url: str | None
+    rest_error: str | None = Field(
+        None, description="Why this engine has no REST port (e.g. unsafe REST settings)."
+    )
     started_at: float
     mode: Literal["engine", "forwarding"] = Field(
         description="`forwarding`: another engine owns this home; requests go to it."
@@ -83,6 +86,11 @@ class LoadedModelSample(WireModel):
     memory_bytes: int | None
     active_requests: int
     queued_requests: int
+    runtime_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="The runtime's own metrics (vLLM: requests running/waiting, KV-cache usage "
+        "0..1, prompt/generation token totals, preemptions); empty for ONNX Runtime GenAI.",
+    )
 
 
 class TelemetrySample(WireModel):

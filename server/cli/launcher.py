@@ -143,6 +143,7 @@ def start_service(
     host: str | None = None,
     port: int | None = None,
     idle_timeout: float | None = None,
+    api_key: str | None = None,
     extra_args: tuple[str, ...] = (),
 ) -> StartResult:
     """Start the service detached from this terminal, or return the one already running."""
@@ -166,17 +167,21 @@ def start_service(
         with open(log, "ab") as out:
             out.write(f"\n--- ingot service start {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             out.flush()
-            proc = _spawn_detached(argv, out)
+            # The key travels in the environment, never on the command line (`ps` shows that).
+            env = dict(os.environ, INGOT_API_KEY=api_key) if api_key else None
+            proc = _spawn_detached(argv, out, env)
         state = _wait_ready(home, proc)
         return StartResult(state, started=True, note=note)
 
 
-def _spawn_detached(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+def _spawn_detached(
+    argv: list[str], log: IO[bytes], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """The service outlives this command, and Ctrl-C in this terminal must not reach it."""
     if sys.platform == "win32":
         flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
         return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, creationflags=flags
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, creationflags=flags, env=env
         )
     return subprocess.Popen(
         argv,
@@ -185,6 +190,7 @@ def _spawn_detached(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
         stderr=log,
         start_new_session=True,
         close_fds=True,
+        env=env,
     )
 
 

@@ -183,6 +183,12 @@ def _other_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--idle-timeout", type=_float, metavar="S", help="stop after S seconds without requests"
         )
+        p.add_argument(
+            "--api-key",
+            metavar="KEY",
+            help="require this key (Authorization: Bearer KEY); needed to bind a non-loopback "
+            "--host. Default: $INGOT_API_KEY",
+        )
         _json_opt(p)
         _cmd(p, target)
     p = ss.add_parser("stop", parents=[common], help="stop the service")

@@ -87,6 +87,7 @@ def start(ctx: CliContext, args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         idle_timeout=args.idle_timeout,
+        api_key=args.api_key,
     )
     if res.note:
         note(res.note)

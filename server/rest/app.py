@@ -79,7 +79,7 @@ def create_app(
     OpenAIRoutes(service, settings).add_to(app.router)
     FoundryRoutes(service, settings, info).add_to(app.router)
     ingot.add_to(app.router)
-    NativeRoutes(service).add_to(app.router)
+    NativeRoutes(service, settings).add_to(app.router)
     app.on_response_prepare.append(guard.on_prepare)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -48,9 +48,17 @@ class EngineCollector(Collector):
         mem = GaugeMetricFamily(
             "ingot_loaded_model_memory_bytes", "Memory a loaded model takes", labels=["model"]
         )
+        runtime = GaugeMetricFamily(
+            "ingot_runtime_metric",
+            "A loaded runtime's own metric (vLLM: kv_cache_usage, requests_waiting, ...)",
+            labels=["model", "metric"],
+        )
         for m in st.loaded:
             mem.add_metric([m.variant.id], float(m.memory_bytes or 0))
+            for name, value in ((m.runtime_info or {}).get("metrics") or {}).items():
+                runtime.add_metric([m.variant.id, str(name)], float(value))
         yield mem
+        yield runtime
         samples = self.service.telemetry.samples
         last = samples[-1] if samples else None
         rss = last.engine_rss if last else self._proc.memory_info().rss

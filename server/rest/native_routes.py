@@ -14,13 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from engine.requests import Delta, GenerationStreamEvent
 from engine.service import EngineService
 from protocol.jsonrpc import generation as g
 from server import translate
 from server.rest.errors import to_api_error
+from server.rest.security import read_json
+from server.rest.settings import RestSettings
 from server.rest.sse import CLIENT_GONE, SseStream
 
 PREFIX = "/ingot/v1"
@@ -31,20 +33,19 @@ def _dump(model: BaseModel) -> dict[str, Any]:
 
 
 class NativeRoutes:
-    def __init__(self, service: EngineService) -> None:
+    def __init__(self, service: EngineService, settings: RestSettings) -> None:
         self.service = service
+        self.settings = settings
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_post(f"{PREFIX}/chat", self.chat)
         router.add_post(f"{PREFIX}/complete", self.complete)
 
     async def _params(self, request: web.Request, model: type[Any]) -> Any:
-        try:
-            return model.model_validate(await request.json())
-        except ValidationError:
-            raise
-        except ValueError as e:
-            raise web.HTTPBadRequest(reason=f"The body is not valid JSON: {e}") from e
+        # The same guarded reader as every other route: size limit, depth, surrogates, and an
+        # OpenAI-shaped 400 that names the problem (pydantic errors become 400s in errors.py).
+        body = await read_json(request, limit=self.settings.max_body_bytes)
+        return model.model_validate(body)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         p = await self._params(request, g.ChatParams)

@@ -9,9 +9,12 @@ import os
 import signal
 import socket
 import stat
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from server.state import ServiceState, pid_alive, read_state, state_path, write_state
 from tests.conftest import DEFAULT_ONNX_ID, wait_until
@@ -193,3 +196,38 @@ def test_idle_timeout_stops_the_service(seeded_home: Path) -> None:
         assert wait_until(lambda: not pid_alive(st["pid"]), 30, 0.2)
         assert read_state(seeded_home) is None
         assert run(seeded_home, "service", "status").returncode == 3
+
+
+def test_api_key_from_start_protects_the_service_and_restart_keeps_working(
+    seeded_home: Path,
+) -> None:
+    key = "sk-cli-test-key"
+    port = free_port()
+    try:
+        started = run(seeded_home, "service", "start", "--port", str(port), "--api-key", key)
+        assert started.returncode == 0, started.stderr
+        pid = read_state(seeded_home).pid  # type: ignore[union-attr]
+        # The key is not on the service's command line.
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert key.encode() not in f.read()
+        url = f"http://127.0.0.1:{port}/v1/models"
+        with pytest.raises(urllib.error.HTTPError) as denied_key:
+            urllib.request.urlopen(url, timeout=10)
+        assert denied_key.value.code == 401
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        # Other commands authenticate with $INGOT_API_KEY; without it they get a clear error.
+        ok = run(seeded_home, "model", "list", "-o", "json", env={"INGOT_API_KEY": key})
+        assert ok.returncode == 0, ok.stderr
+        denied = run(seeded_home, "model", "list")
+        assert denied.returncode != 0 and "Traceback" not in denied.stderr
+    finally:
+        kill_service(seeded_home)
+
+
+def test_non_loopback_start_without_a_key_is_refused(seeded_home: Path) -> None:
+    proc = run(seeded_home, "service", "start", "--host", "0.0.0.0", "--port", str(free_port()))
+    assert proc.returncode != 0
+    assert "API key" in proc.stderr and "Traceback" not in proc.stderr
+    assert read_state(seeded_home) is None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from server.state import read_state
@@ -200,6 +201,10 @@ async def test_load_unload_status_and_event_stream(
         info = await _json(http, "POST", f"/ingot/v1/models/{MODEL}/load", {"ttl": 300})
         assert info["loaded"]
         assert info["ttlSeconds"] == 300
+        # The model runs in its own worker process, which the model info names.
+        worker = psutil.Process(info["runtimeInfo"]["pid"])
+        assert worker.is_running() and worker.ppid() == server.proc.pid
+        assert info["runtimeInfo"]["concurrency"] >= 1
         status = await _json(http, "GET", "/ingot/v1/status")
         assert status["mode"] == "engine"
         assert status["restUrl"] == server.url

@@ -236,6 +236,23 @@ async def test_concurrent_streams_are_batched_not_queued(vllm: VllmEngine) -> No
     recent = history["requests"][-4:]
     # All four ran at once: none waited for another's slot.
     assert all(r["queueMs"] < 50 for r in recent), recent
+    # The plan and vLLM's own metrics are on the wire: model info, telemetry samples, /metrics.
+    info = await vllm.c.request("ingot/model/info", {"model": MODEL})
+    plan = info["runtimeInfo"]["plan"]
+    assert plan["maxNumSeqs"] == 16 and plan["maxModelLen"] == 8192
+    for _ in range(50):
+        metrics = (await vllm.c.request("ingot/model/info", {"model": MODEL}))["runtimeInfo"][
+            "metrics"
+        ]
+        if metrics.get("generation_tokens_total", 0) > 0:
+            break
+        await asyncio.sleep(0.1)
+    assert metrics["generation_tokens_total"] > 0 and "kv_cache_usage" in metrics, metrics
+    async with aiohttp.ClientSession() as http, http.get(vllm.url + "/metrics") as r:
+        text = await r.text()
+    assert 'ingot_runtime_metric{metric="kv_cache_usage"' in text or (
+        "ingot_runtime_metric{" in text and 'metric="kv_cache_usage"' in text
+    )
 
 
 async def test_jsonrpc_cancel_mid_stream_aborts_in_vllm(vllm: VllmEngine) -> None:

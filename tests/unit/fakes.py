@@ -47,6 +47,12 @@ class FakeInstance:
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return " ".join(f"{m['role']}: {m['content']}" for m in messages)
 
+    def describe(self) -> dict[str, Any]:
+        return {"fake": True}
+
+    async def runtime_metrics(self) -> dict[str, float]:
+        return {"fake_metric": 1.0}
+
     def on_exit(self, callback: Callable[[str], None]) -> None:
         self.exit_callbacks.append(callback)
 

@@ -243,6 +243,8 @@ export interface LoadedModelSample {
   memoryBytes?: number | null;
   activeRequests: number;
   queuedRequests: number;
+  /** The runtime's own metrics (vLLM: requests running/waiting, KV-cache usage 0..1, prompt/generation token totals, preemptions); empty for ONNX Runtime GenAI. */
+  runtimeMetrics?: Record<string, number>;
 }
 
 export interface ModelCompileParams {
@@ -315,6 +317,8 @@ export interface ModelInfo {
   offered: boolean;
   /** Why its runtime cannot run here, if so. */
   runtimeUnavailable?: string | null;
+  /** While loaded: the runtime's process (`pid`), how many generations it runs at once, vLLM's `plan` (device, dtype, maxModelLen, maxNumSeqs, gpuMemoryUtilization, ...) and its last `metrics` (running/waiting requests, KV-cache usage, token totals). */
+  runtimeInfo?: Record<string, unknown> | null;
 }
 
 export interface ModelLoadParams {

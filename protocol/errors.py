@@ -11,8 +11,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ErrorCode:
     kind: str
-    # JSON-RPC error code: -32000 and -32010..-32099 (LSP reserves -32001/-32002; -32800 is
-    # LSP's RequestCancelled).
+    # JSON-RPC error code: -32000 and -32010..-32099 (LSP reserves -32001/-32002). -32800 (LSP's
+    # RequestCancelled) is only for requests the client cancelled with `$/cancelRequest`; a
+    # request the engine stopped (forced unload, shutdown) has kind `cancelled` and data.reason.
     code: int
     http_status: int
     openai_type: str
@@ -55,7 +56,13 @@ ERRORS: list[ErrorCode] = [
     ErrorCode(
         "engine_busy", -32019, 503, "server_error", "Too many requests are waiting; retry later."
     ),
-    ErrorCode("cancelled", -32800, 499, "invalid_request_error", "The request was cancelled."),
+    ErrorCode(
+        "cancelled",
+        -32029,
+        499,
+        "invalid_request_error",
+        "The engine stopped the request (forced unload, shutdown); data.reason says why.",
+    ),
     ErrorCode(
         "runtime_unavailable",
         -32020,

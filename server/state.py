@@ -2,21 +2,28 @@
 
 Written by whichever process owns the home (the JSON-RPC engine or `ingot service start`), read by
 the CLI and by a second engine (which then forwards instead of loading models twice). Mode 0600.
-A file whose pid is dead or whose URL does not answer is stale and is replaced.
+A file whose pid is dead or whose URL does not answer is stale and is replaced. Checking for a live
+owner and writing the state happen under `ownership_lock`, so two processes never both claim a home.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+from filelock import FileLock, Timeout
 
 STATE_FILE = "service.json"
+# Held around "is there a live owner? no: claim the home". Not `service-start.lock`: the CLI holds
+# that one while it waits for the service it spawned, and that service must claim the home.
+OWNERSHIP_LOCK = "service-owner.lock"
 
 
 @dataclass(frozen=True)
@@ -83,3 +90,25 @@ def clear_state(home: Path, pid: int | None = None) -> None:
 
 def now() -> float:
     return time.time()
+
+
+@contextlib.asynccontextmanager
+async def ownership_lock(home: Path, wait_s: float = 60.0) -> AsyncIterator[None]:
+    """Hold the home's ownership lock (across processes) without blocking the event loop."""
+    home.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(home / OWNERSHIP_LOCK), thread_local=False)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lock.acquire(timeout=0)
+            break
+        except Timeout:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"Another Ingot process has held {home / OWNERSHIP_LOCK} for {wait_s:.0f} s."
+                ) from None
+            await asyncio.sleep(0.05)
+    try:
+        yield
+    finally:
+        lock.release()

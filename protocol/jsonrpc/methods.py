@@ -129,6 +129,37 @@ register(
         example_params={"source": "/models/model.gguf", "precision": "int8", "device": "cpu"},
     ),
     MethodSpec(
+        "ingot/model/import",
+        "request",
+        C2S,
+        "Import a GGUF file as an ONNX Runtime GenAI model that keeps the GGUF's own quantised "
+        "blocks (Q4_0, Q4_1, Q8_0), with the GGUF's tokenizer and chat template.",
+        m.ModelImportParams,
+        m.ModelInfo,
+        errors=(
+            "invalid_request",
+            "invalid_model_folder",
+            "toolchain_missing",
+            "compile_failed",
+            "cancelled",
+        ),
+        doc=WORK_DOC,
+        example_params={"path": "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "name": "smollm2-q4"},
+    ),
+    MethodSpec(
+        "ingot/model/verify",
+        "request",
+        C2S,
+        "Measure a downloaded ONNX model's fidelity: the KL divergence of its next-token "
+        "distributions from its source weights (the dequantised GGUF or the Hugging Face model "
+        "it was built from). Target: mean KL <= 0.01.",
+        m.ModelVerifyParams,
+        m.FidelityResult,
+        errors=("model_not_found", "invalid_request", "toolchain_missing", "cancelled"),
+        doc=WORK_DOC,
+        example_params={"model": "smollm2-135m"},
+    ),
+    MethodSpec(
         "ingot/cache/info",
         "request",
         C2S,

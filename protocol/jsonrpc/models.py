@@ -125,6 +125,35 @@ class ModelCompileParams(WireModel):
     work_done_token: str | int | None = None
 
 
+class ModelImportParams(WireModel):
+    path: str = Field(
+        description="A .gguf file. Q4_0, Q4_1 and Q8_0 tensors keep their own quantised blocks "
+        "(no re-quantisation); other types are re-quantised to int8 and listed in the model's "
+        "description."
+    )
+    name: str | None = Field(None, description="Name of the imported model (default: file stem).")
+    work_done_token: str | int | None = None
+
+
+class ModelVerifyParams(WireModel):
+    model: str
+    work_done_token: str | int | None = None
+
+
+class FidelityResult(WireModel):
+    """KL(reference || model) of next-token distributions over a fixed ~300-token text."""
+
+    model: str
+    mean_kl: float
+    median_kl: float
+    max_kl: float
+    top1_agreement: float = Field(description="Share of positions whose most likely token agrees.")
+    tokens: int
+    seconds: float
+    target: float = Field(description="The mean KL Ingot accepts as faithful.")
+    meets_target: bool
+
+
 class CacheEntryInfo(WireModel):
     id: str
     path: str

@@ -1,5 +1,7 @@
 """Forwarding: a second engine on the same Ingot home sends its editor's requests to the engine or
-service that owns the home (over its REST API), so models are never loaded twice."""
+service that owns the home (over its REST API), so models are never loaded twice. Requests carry
+the API key (INGOT_API_KEY) when there is one; an owner that refuses connections raises
+`OwnerUnreachable` so the engine can take the home over."""
 
 from __future__ import annotations
 
@@ -54,15 +56,27 @@ def _error(status: int, body: Any) -> RpcError:
     return RpcError(error_for(str(kind)).code, message, {**extra, "kind": kind, "status": status})
 
 
+class OwnerUnreachable(RpcError):
+    """The owning engine did not answer. `refused`: the connection was refused, so the request
+    never reached it (and can be run elsewhere without doing it twice)."""
+
+    def __init__(self, message: str, *, refused: bool) -> None:
+        super().__init__(-32000, message, {"kind": "internal"})
+        self.refused = refused
+
+
 class Forwarder:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None), headers=self._headers
+            )
         return self._session
 
     def handles(self, method: str) -> bool:
@@ -115,12 +129,11 @@ class Forwarder:
         except aiohttp.ClientError as e:
             raise self._unreachable(e) from e
 
-    def _unreachable(self, e: Exception) -> RpcError:
-        return RpcError(
-            -32000,
+    def _unreachable(self, e: Exception) -> OwnerUnreachable:
+        return OwnerUnreachable(
             f"The Ingot engine that owns this home ({self.url}) did not answer: {e}. "
             "Restart the editor window or run `ingot service status`.",
-            {"kind": "internal"},
+            refused=isinstance(e, aiohttp.ClientConnectorError),
         )
 
     async def close(self) -> None:

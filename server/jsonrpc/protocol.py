@@ -1,9 +1,13 @@
 """IngotProtocol: pygls' LSP protocol with the LSP rules pygls leaves out, and quiet engine errors.
 
-- requests before `initialize` get -32002 (pygls answers them);
+- requests before `initialize` get -32002 (pygls answers them); a second `initialize` gets -32600
+  and leaves the running engine alone;
+- `textDocument/didChange` for a document that is not open is ignored (a warning in the log), and
+  a message whose params do not fit its LSP type is logged in one line, not with a traceback;
 - custom methods keep their params as plain dicts (validated with pydantic in the handlers);
 - engine errors become JSON-RPC errors with `data.kind` and a hint, without traceback logging;
-- a cancelled generation answers -32800 with how many tokens it had produced;
+- a generation the client cancelled answers -32800 with how many tokens it had produced (one the
+  engine stopped is an engine error, kind `cancelled`, with the reason);
 - `exit` records its exit code (0 after `shutdown`, else 1) instead of raising SystemExit in a
   callback, which pygls would swallow.
 """
@@ -15,11 +19,22 @@ import logging
 from collections.abc import Generator
 from concurrent.futures import Future
 from typing import Any
+from urllib.parse import unquote
 
+from cattrs.errors import ClassValidationError
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInternalError,
+    JsonRpcInvalidParams,
+    JsonRpcRequestCancelled,
+)
 from pygls.protocol import LanguageServerProtocol, lsp_method
-from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
+from pygls.protocol.json_rpc import (
+    JsonRPCNotification,
+    JsonRPCRequestMessage,
+    JsonRPCResponseMessage,
+)
 
 from engine.errors import IngotError
 from protocol.errors import error_for
@@ -28,6 +43,7 @@ from server.translate import error_payload
 log = logging.getLogger("ingot.jsonrpc")
 
 SERVER_NOT_INITIALIZED = -32002
+INVALID_REQUEST = -32600
 ALWAYS_ALLOWED = {types.INITIALIZE, types.EXIT, "$/cancelRequest", "$/setTrace"}
 
 
@@ -46,6 +62,7 @@ def engine_error(e: IngotError) -> RpcError:
 
 class IngotProtocol(LanguageServerProtocol):
     initialized = False
+    shutdown_requested = False
     exit_code: int | None = None
     # Filled by handlers when a generation is cancelled: msg id -> error data (tokens produced).
     cancel_data: dict[Any, dict[str, Any]]
@@ -69,7 +86,30 @@ class IngotProtocol(LanguageServerProtocol):
                     id=data["id"], method=method, params=params, jsonrpc=data["jsonrpc"]
                 )
             return JsonRPCNotification(method=method, params=params, jsonrpc=data["jsonrpc"])
-        return super().structure_message(data)
+        return self._structure_lsp(data)
+
+    def _structure_lsp(self, data: dict[str, Any]) -> Any:
+        """pygls' structure_message, but a bad message costs one log line, not a traceback."""
+        if "jsonrpc" not in data:
+            return data
+        method = data.get("method", "")
+        try:
+            if "id" in data:
+                if "error" in data:
+                    return self._converter.structure(data, types.ResponseErrorMessage)
+                if "method" in data:
+                    kind = self.get_message_type(method) or JsonRPCRequestMessage
+                    return self._converter.structure(data, kind)
+                kind = self._result_types.pop(data["id"], None) or JsonRPCResponseMessage
+                return self._converter.structure(data, kind)
+            kind = self.get_message_type(method) or JsonRPCNotification
+            return self._converter.structure(data, kind)
+        except ClassValidationError as e:
+            log.warning("ignored a malformed %s message: %s", method or "response", _summary(e))
+            raise JsonRpcInvalidParams() from None
+        except Exception as e:
+            log.warning("ignored a malformed %s message: %s", method or "response", e)
+            raise JsonRpcInternalError() from None
 
     def handle_message(self, message: Any) -> None:
         method = getattr(message, "method", None)
@@ -134,13 +174,51 @@ class IngotProtocol(LanguageServerProtocol):
     def lsp_initialize(
         self, params: types.InitializeParams
     ) -> Generator[Any, Any, types.InitializeResult]:
+        if self.initialized:
+            raise RpcError(
+                INVALID_REQUEST,
+                "The engine is already initialized: send `initialize` once per connection. "
+                "The running engine is unchanged.",
+            )
         result = yield from super().lsp_initialize(params)
         self.initialized = True
         return result
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(
+        self, params: types.DidChangeTextDocumentParams
+    ) -> Generator[Any, Any, None]:
+        uri = params.text_document.uri
+        if unquote(uri) not in self.workspace.text_documents:
+            log.warning("ignored textDocument/didChange for %s, which is not open", uri)
+            return
+        yield from super().lsp_text_document__did_change(params)
+
+    @lsp_method(types.SHUTDOWN)
+    def lsp_shutdown(self, *args: Any) -> Generator[Any, Any, None]:
+        # An `exit` that arrives while shutdown is still closing the engine is an orderly exit.
+        self.shutdown_requested = True
+        yield from super().lsp_shutdown(*args)
 
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args: Any) -> Generator[Any, Any, None]:
         if (user_handler := self.fm.features.get(types.EXIT)) is not None:
             yield user_handler, args, None
-        self.exit_code = 0 if self._shutdown else 1
+        self.exit_code = 0 if self._shutdown or self.shutdown_requested else 1
         self.exit_event.set()
+
+
+def _summary(e: ClassValidationError) -> str:
+    """One line for a cattrs validation error: its leaf messages, without the traceback."""
+    leaves: list[str] = []
+
+    def walk(x: BaseException) -> None:
+        subs = getattr(x, "exceptions", None)
+        if subs:
+            for sub in subs:
+                walk(sub)
+        else:
+            leaves.append(f"{type(x).__name__}: {x}")
+
+    walk(e)
+    return "; ".join(leaves[:4]) or str(e)

@@ -7,10 +7,10 @@ import contextlib
 import logging
 import os
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import psutil
 from lsprotocol import types
 from pydantic import BaseModel, ValidationError
 from pygls.lsp.server import LanguageServer
@@ -23,11 +23,24 @@ from protocol.jsonrpc.service import InitializationOptions
 from server import translate
 from server.jsonrpc.forwarding import Forwarder
 from server.jsonrpc.protocol import IngotProtocol, RpcError
-from server.state import ServiceState, clear_state, live_state, write_state
+from server.rest.settings import RestSettings
+from server.state import (
+    ServiceState,
+    clear_state,
+    live_state,
+    ownership_lock,
+    pid_alive,
+    write_state,
+)
 
 log = logging.getLogger("ingot.jsonrpc")
 
 M = TypeVar("M", bound=BaseModel)
+INVALID_REQUEST = -32600
+ALREADY_INITIALIZED = (
+    "The engine is already initialized: send `initialize` once per connection. "
+    "The running engine is unchanged; start a new process for different options."
+)
 
 
 def parse(model: type[M], params: Any) -> M:
@@ -62,6 +75,9 @@ class IngotServer(LanguageServer):
         self.home: Path | None = None
         self.rest: Any = None
         self.rest_url: str | None = None
+        self.rest_error: str | None = None
+        self._initialized = False
+        self._takeover = asyncio.Lock()
         self.mode: Literal["engine", "forwarding"] = "engine"
         self.forwarded_to: str | None = None
         self.forwarder: Forwarder | None = None
@@ -87,12 +103,21 @@ class IngotServer(LanguageServer):
         result: dict[str, Any] = await self.protocol.fm.features[method](params)
         return result
 
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """pygls shows "Error in server: ..." to the user for failed notifications; log one line
+        instead (requests already answer with an error)."""
+        cause = error.__cause__ or error.__context__ or error
+        log.error("error handling a message: %s: %s", type(cause).__name__, cause)
+
     def notify(self, method: str, params: BaseModel | dict[str, Any]) -> None:
         payload = dump(params) if isinstance(params, BaseModel) else params
         self.protocol.notify(method, payload)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start_engine(self, params: types.InitializeParams) -> None:
+        if self.engine is not None:
+            # A second `initialize` must not build a second engine (IngotProtocol answers it).
+            raise RpcError(INVALID_REQUEST, ALREADY_INITIALIZED)
         self.options = parse(InitializationOptions, params.initialization_options)
         o = self.options
         overrides: dict[str, Any] = {
@@ -114,39 +139,79 @@ class IngotServer(LanguageServer):
     def _on_state(self, e: ModelStateEvent) -> None:
         self.notify("ingot/model/stateChanged", translate.state_changed(e))
 
+    def rest_settings(self) -> RestSettings:
+        """The REST settings from the environment (INGOT_API_KEY, INGOT_ALLOWED_HOSTS, ...), with
+        `restHost`/`restPort` from initializationOptions on top; the engine's port defaults to a
+        free one. Raises ValueError for settings that are invalid or unsafe."""
+        o = self.options
+        host = o.rest_host if "rest_host" in o.model_fields_set else None
+        port = o.rest_port
+        if port is None and not os.environ.get("INGOT_REST_PORT"):
+            port = 0
+        settings = RestSettings.from_env(host=host, port=port)
+        settings.check()
+        return settings
+
+    def _api_key(self) -> str | None:
+        try:
+            return self.rest_settings().api_key
+        except ValueError:
+            return os.environ.get("INGOT_API_KEY") or None
+
     async def on_initialized(self) -> None:
+        if self._initialized:
+            log.warning("`initialized` was sent twice; ignored")
+            return
+        self._initialized = True
         engine = self.service
         await engine.start()
         assert self.home is not None
-        owner = live_state(self.home)
-        if owner is not None and owner.pid != os.getpid():
-            # Another engine or service owns this home: do not load models twice.
-            self.mode = "forwarding"
-            self.forwarded_to = owner.url
-            self.rest_url = owner.url
-            self.forwarder = Forwarder(owner.url)
-            log.info("another Ingot process (pid %s) serves %s; forwarding", owner.pid, owner.url)
-        elif self.options.rest_enabled:
-            await self._start_rest()
+        async with ownership_lock(self.home):
+            owner = live_state(self.home)
+            if owner is not None and owner.pid != os.getpid():
+                # Another engine or service owns this home: do not load models twice.
+                self._forward_to(owner)
+            elif self.options.rest_enabled:
+                await self._start_rest()
+        self._announce()
+
+    def _announce(self) -> None:
         if self.rest_url:
             self.notify(
                 "ingot/serviceReady",
                 {"url": self.rest_url, "pid": os.getpid(), "mode": self.mode},
             )
 
-    async def _start_rest(self) -> None:
-        from server.rest.runner import start_rest_server
-        from server.rest.settings import RestSettings
+    def _forward_to(self, owner: ServiceState) -> None:
+        self.mode = "forwarding"
+        self.forwarded_to = owner.url
+        self.rest_url = owner.url
+        self.forwarder = Forwarder(owner.url, api_key=self._api_key())
+        log.info("another Ingot process (pid %s) serves %s; forwarding", owner.pid, owner.url)
 
-        port = self.options.rest_port
-        settings = RestSettings(host=self.options.rest_host, port=0 if port is None else port)
+    async def _start_rest(self) -> bool:
+        """Start the REST server and claim the home (call under `ownership_lock`). On invalid
+        settings, tell the user (window/showMessage) and say why in ingot/service/status."""
+        from server.rest.runner import start_rest_server
+
+        try:
+            settings = self.rest_settings()
+        except ValueError as e:
+            self.rest_error = f"The REST port was not started: {e}"
+            log.error("%s", self.rest_error)
+            self.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Error, message=self.rest_error)
+            )
+            return False
         try:
             self.rest = await start_rest_server(self.service, settings)
         except OSError as e:
-            log.warning("REST port %s unavailable (%s); using a free port", port, e.strerror)
-            settings = RestSettings(host=self.options.rest_host, port=0)
-            self.rest = await start_rest_server(self.service, settings)
+            log.warning(
+                "REST port %s unavailable (%s); using a free port", settings.port, e.strerror
+            )
+            self.rest = await start_rest_server(self.service, replace(settings, port=0))
         self.rest_url = str(self.rest.url)
+        self.rest_error = None
         assert self.home is not None
         write_state(
             self.home,
@@ -159,11 +224,44 @@ class IngotServer(LanguageServer):
                 home=str(self.home),
             ),
         )
+        return True
+
+    async def take_over(self) -> bool:
+        """The owner this engine forwards to refused the connection: forward to the home's new
+        owner if there is one, or become the owner (REST port, state file, `ingot/serviceReady`
+        with mode "engine"). True when the request should be dispatched again."""
+        async with self._takeover:
+            if self.forwarder is None:
+                return True  # another request already took over
+            assert self.home is not None
+            async with ownership_lock(self.home):
+                owner = live_state(self.home)
+                if owner is not None and owner.pid != os.getpid():
+                    if owner.url == self.forwarded_to:
+                        return False  # alive but not answering: nothing to take over
+                    old = self.forwarder
+                    self._forward_to(owner)
+                    await old.close()
+                    self._announce()
+                    return True
+                log.info(
+                    "the owner at %s is gone; this engine now owns %s", self.forwarded_to, self.home
+                )
+                old = self.forwarder
+                self.forwarder = None
+                self.mode = "engine"
+                self.forwarded_to = None
+                self.rest_url = None
+                await old.close()
+                if self.options.rest_enabled:
+                    await self._start_rest()
+            self._announce()
+            return True
 
     async def _watch_parent(self, pid: int) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if not psutil.pid_exists(pid):
+            if not pid_alive(pid):
                 log.info("parent process %s is gone; shutting down", pid)
                 self.protocol._shutdown = True
                 self.protocol.exit_code = 0
@@ -171,10 +269,15 @@ class IngotServer(LanguageServer):
                 return
 
     async def close(self) -> None:
-        for t in list(self.tasks):
+        # Wait for what was running (a start-up still claiming the home, telemetry pushes) to
+        # stop, so nothing writes the state file after it is cleared below.
+        tasks = [t for t in self.tasks if t is not asyncio.current_task()]
+        for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._unsubscribe_state:
             self._unsubscribe_state()
+            self._unsubscribe_state = None
         if self.rest is not None:
             with contextlib.suppress(Exception):
                 await self.rest.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -41,30 +42,80 @@ def _error_frame(code: int, message: str, msg_id: Any = None) -> bytes:
     return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
+class _Input:
+    """Bytes from stdin, read by a daemon thread with os.read: a blocked read must not keep the
+    process alive once the engine has decided to exit (parent gone, `exit`), which a read in the
+    default executor would (asyncio.run joins its threads), and os.read on the fd takes no
+    buffered-reader lock that interpreter shutdown would wait for."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self._buf = bytearray()
+        self._eof = False
+        try:
+            fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        self._stream, self._fd = stream, fd
+        threading.Thread(target=self._pump, name="ingot-stdin", daemon=True).start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                if self._fd is not None:
+                    chunk = os.read(self._fd, self.CHUNK)
+                else:
+                    chunk = self._stream.read1(self.CHUNK)  # type: ignore[attr-defined]
+            except OSError:
+                chunk = b""
+            try:
+                self._loop.call_soon_threadsafe(self._chunks.put_nowait, chunk)
+            except RuntimeError:
+                return  # the loop is closed: the engine is exiting
+            if not chunk:
+                return
+
+    async def _fill(self) -> bool:
+        if self._eof:
+            return False
+        chunk = await self._chunks.get()
+        if not chunk:
+            self._eof = True
+            return False
+        self._buf += chunk
+        return True
+
+    async def readline(self) -> bytes:
+        while (i := self._buf.find(b"\n")) < 0:
+            if not await self._fill():
+                line, self._buf = bytes(self._buf), bytearray()
+                return line
+        line = bytes(self._buf[: i + 1])
+        del self._buf[: i + 1]
+        return line
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            if not await self._fill():
+                break
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+
 async def read_messages(
     protocol: IngotProtocol, writer: StdoutWriter, stdin: BinaryIO | None = None
 ) -> None:
     """Read frames until end of input or `exit`; hand each message to the protocol."""
-    stream = stdin or sys.stdin.buffer
-    loop = asyncio.get_running_loop()
-
-    def readline() -> bytes:
-        return stream.readline()
-
-    def readexactly(n: int) -> bytes:
-        chunks = []
-        while n > 0:
-            chunk = stream.read(n)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
+    stream = _Input(stdin or sys.stdin.buffer)
 
     while not protocol.exit_event.is_set():
         length: int | None = None
         while True:
-            line = await loop.run_in_executor(None, readline)
+            line = await stream.readline()
             if not line:
                 return  # end of input: the client is gone
             if line in (b"\r\n", b"\n"):
@@ -79,9 +130,9 @@ async def read_messages(
                     length = None
         if length < 0 or length > MAX_BODY:
             writer.write(_error_frame(-32600, f"Message of {length} bytes is too large."))
-            await loop.run_in_executor(None, readexactly, max(0, min(length, MAX_BODY)))
+            await stream.readexactly(max(0, min(length, MAX_BODY)))
             continue
-        body = await loop.run_in_executor(None, readexactly, length)
+        body = await stream.readexactly(length)
         if len(body) < length:
             return
         try:

@@ -22,7 +22,14 @@ from engine.config import EngineConfig, default_home
 from engine.errors import IngotError
 from server.rest.runner import start_rest_server
 from server.rest.settings import DEFAULT_PORT, RestSettings, ServerInfo
-from server.state import ServiceState, clear_state, live_state, now, write_state
+from server.state import (
+    ServiceState,
+    clear_state,
+    live_state,
+    now,
+    ownership_lock,
+    write_state,
+)
 
 log = logging.getLogger("ingot.service")
 
@@ -93,18 +100,30 @@ async def serve(args: argparse.Namespace) -> int:
     watcher: asyncio.Task[None] | None = None
     try:
         await service.start()
-        running.mark_ready()
-        write_state(
-            home,
-            ServiceState(
-                pid=os.getpid(),
-                url=running.url,
-                started_at=now(),
-                kind="service",
-                version=service.version,
-                home=str(home),
-            ),
-        )
+        # Check and claim under the home's ownership lock: an editor's engine may have claimed
+        # the home since the check above.
+        async with ownership_lock(home):
+            owner = live_state(home)
+            if owner is not None and owner.pid != os.getpid():
+                log.error(
+                    "%s is already served by pid %d at %s; stop it first (ingot service stop).",
+                    home,
+                    owner.pid,
+                    owner.url,
+                )
+                return 1
+            running.mark_ready()
+            write_state(
+                home,
+                ServiceState(
+                    pid=os.getpid(),
+                    url=running.url,
+                    started_at=now(),
+                    kind="service",
+                    version=service.version,
+                    home=str(home),
+                ),
+            )
         log.info("Ingot service %s ready at %s (home %s)", service.version, running.url, home)
         if args.idle_timeout and args.idle_timeout > 0:
             watcher = asyncio.create_task(_idle_watch(args.idle_timeout, running.info, stop))

@@ -175,6 +175,21 @@ export interface EditResult {
   generation: GenerationResult;
 }
 
+/** KL(reference || model) of next-token distributions over a fixed ~300-token text. */
+export interface FidelityResult {
+  model: string;
+  meanKl: number;
+  medianKl: number;
+  maxKl: number;
+  /** Share of positions whose most likely token agrees. */
+  top1Agreement: number;
+  tokens: number;
+  seconds: number;
+  /** The mean KL Ingot accepts as faithful. */
+  target: number;
+  meetsTarget: boolean;
+}
+
 export interface GenerationResult {
   requestId: string;
   model: string;
@@ -266,6 +281,14 @@ export interface ModelDownloadParams {
   /** Alias, name or id. */
   model: string;
   /** LSP work-done progress token; created by the server when absent. */
+  workDoneToken?: string | number | null;
+}
+
+export interface ModelImportParams {
+  /** A .gguf file. Q4_0, Q4_1 and Q8_0 tensors keep their own quantised blocks (no re-quantisation); other types are re-quantised to int8 and listed in the model's description. */
+  path: string;
+  /** Name of the imported model (default: file stem). */
+  name?: string | null;
   workDoneToken?: string | number | null;
 }
 
@@ -367,6 +390,11 @@ export interface ModelUnloadResult {
   unloaded: boolean;
 }
 
+export interface ModelVerifyParams {
+  model: string;
+  workDoneToken?: string | number | null;
+}
+
 export interface Position {
   line: number;
   character: number;
@@ -408,6 +436,8 @@ export interface ServiceStatus {
   home: string;
   cachePath: string;
   restUrl?: string | null;
+  /** Why this engine has no REST port (e.g. unsafe REST settings). */
+  restError?: string | null;
   startedAt: number;
   /** `forwarding`: another engine owns this home; requests go to it. */
   mode: "engine" | "forwarding";
@@ -576,6 +606,12 @@ export const ModelDeleteRequest = new RequestType<ModelRef, ModelDeleteResult, v
 export const ModelDownloadRequest = new RequestType<ModelDownloadParams, ModelInfo, void>("ingot/model/download");
 
 /**
+ * Import a GGUF file as an ONNX Runtime GenAI model that keeps the GGUF's own quantised blocks (Q4_0, Q4_1, Q8_0), with the GGUF's tokenizer and chat template.
+ * @see docs/protocol.md, `ingot/model/import`.
+ */
+export const ModelImportRequest = new RequestType<ModelImportParams, ModelInfo, void>("ingot/model/import");
+
+/**
  * Resolve an alias, name or id and describe that variant.
  * @see docs/protocol.md, `ingot/model/info`.
  */
@@ -604,6 +640,12 @@ export const ModelStateChangedNotification = new NotificationType<ModelStateChan
  * @see docs/protocol.md, `ingot/model/unload`.
  */
 export const ModelUnloadRequest = new RequestType<ModelUnloadParams, ModelUnloadResult, void>("ingot/model/unload");
+
+/**
+ * Measure a downloaded ONNX model's fidelity: the KL divergence of its next-token distributions from its source weights (the dequantised GGUF or the Hugging Face model it was built from). Target: mean KL <= 0.01.
+ * @see docs/protocol.md, `ingot/model/verify`.
+ */
+export const ModelVerifyRequest = new RequestType<ModelVerifyParams, FidelityResult, void>("ingot/model/verify");
 
 /**
  * Engine status: REST URL, mode (engine or forwarding), loaded models, queue.
@@ -665,11 +707,13 @@ export const INGOT_METHODS = [
   "ingot/model/compile",
   "ingot/model/delete",
   "ingot/model/download",
+  "ingot/model/import",
   "ingot/model/info",
   "ingot/model/load",
   "ingot/model/register",
   "ingot/model/stateChanged",
   "ingot/model/unload",
+  "ingot/model/verify",
   "ingot/service/status",
   "ingot/serviceReady",
   "ingot/telemetry/history",
@@ -694,7 +738,7 @@ export const INGOT_ERROR_CODES = {
   model_busy: -32017,
   context_length_exceeded: -32018,
   engine_busy: -32019,
-  cancelled: -32800,
+  cancelled: -32029,
   runtime_unavailable: -32020,
   toolchain_missing: -32021,
   compile_failed: -32022,

@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.errors import InvalidRequest
 from protocol.jsonrpc import generation as g
+from server.jsonrpc.forwarding import OwnerUnreachable
 from server.jsonrpc.server import IngotServer, dump, parse
 
 MAX_SESSIONS = 64
@@ -50,15 +51,22 @@ def register(server: IngotServer) -> None:
             )
         return s
 
+    async def model_facts(model: str) -> tuple[str, int]:
+        if server.forwarder is not None:
+            try:
+                info = await server.forwarder.call("ingot/model/info", {"model": model})
+            except OwnerUnreachable as e:
+                if e.refused and await server.take_over():
+                    return await model_facts(model)
+                raise
+            return info["id"], int(info["contextLength"])
+        variant = server.service.runnable(model)
+        return variant.id, variant.context_length
+
     @server.feature("ingot/console/open")
     async def open_(params: Any) -> Any:
         p = parse(g.ConsoleOpenParams, params)
-        if server.forwarder is not None:
-            info = await server.forwarder.call("ingot/model/info", {"model": p.model})
-            model_id, context = info["id"], int(info["contextLength"])
-        else:
-            variant = server.service.runnable(p.model)
-            model_id, context = variant.id, variant.context_length
+        model_id, context = await model_facts(p.model)
         if len(sessions) >= MAX_SESSIONS:
             sessions.pop(next(iter(sessions)))
         s = Session(

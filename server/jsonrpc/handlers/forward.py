@@ -1,7 +1,9 @@
-"""Routes forwardable methods to the owning engine when this engine is in forwarding mode."""
+"""Routes forwardable methods to the owning engine when this engine is in forwarding mode, and
+takes the home over when that owner has gone."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,10 +11,64 @@ from lsprotocol import types
 
 from engine.progress import Progress
 from protocol.registry import method as spec_of
+from server.jsonrpc.forwarding import Forwarder, OwnerUnreachable
 from server.jsonrpc.handlers.progress import WorkDone
 from server.jsonrpc.server import IngotServer, parse
 
 Handler = Callable[[Any], Awaitable[Any]]
+
+
+async def _stream_generation(
+    server: IngotServer, fwd: Forwarder, name: str, p: dict[str, Any]
+) -> Any:
+    """Forward ingot/chat or ingot/complete, relaying deltas as partial results; a cancel answers
+    -32800 with the tokens forwarded so far, as a local generation does."""
+    token = p.get("partialResultToken")
+    msg_id = server.protocol.msg_id
+    tokens = 0
+
+    def on_delta(event: str, data: Any) -> None:
+        nonlocal tokens
+        if event != "delta":
+            return
+        if isinstance(data, dict) and isinstance(data.get("tokens"), int):
+            tokens = data["tokens"]
+        if token is not None:
+            server.protocol.notify(types.PROGRESS, types.ProgressParams(token=token, value=data))
+
+    try:
+        return await fwd.stream(name, p, on_delta)
+    except asyncio.CancelledError:
+        if msg_id is not None:
+            server.protocol.cancel_data[msg_id] = {"kind": "cancelled", "tokens": tokens}
+        raise
+
+
+async def _download(server: IngotServer, fwd: Forwarder, name: str, p: dict[str, Any]) -> Any:
+    wd = await WorkDone.start(server, p.get("workDoneToken"), f"Downloading {p['model']}")
+
+    def on_progress(event: str, data: Any) -> None:
+        if event == "progress":
+            wd.report(
+                Progress(
+                    stage=str(data.get("stage", "download")),
+                    message=str(data.get("message", "")),
+                    fraction=data.get("fraction"),
+                    bytes_done=data.get("bytesDone"),
+                    bytes_total=data.get("bytesTotal"),
+                )
+            )
+
+    try:
+        result = await fwd.stream(name, p, on_progress)
+    except asyncio.CancelledError:
+        wd.end("Download stopped; it resumes next time.")
+        raise
+    except BaseException:
+        wd.end("Failed")
+        raise
+    wd.end("Downloaded")
+    return result
 
 
 def _forwarding(server: IngotServer, name: str, local: Handler) -> Handler:
@@ -27,36 +83,18 @@ def _forwarding(server: IngotServer, name: str, local: Handler) -> Handler:
             if spec.params
             else {}
         )
-        if name in ("ingot/chat", "ingot/complete"):
-            token = p.get("partialResultToken")
-
-            def on_delta(event: str, data: Any) -> None:
-                if event == "delta" and token is not None:
-                    server.protocol.notify(
-                        types.PROGRESS, types.ProgressParams(token=token, value=data)
-                    )
-
-            return await fwd.stream(name, p, on_delta)
-        if name == "ingot/model/download":
-            wd = await WorkDone.start(server, p.get("workDoneToken"), f"Downloading {p['model']}")
-
-            def on_progress(event: str, data: Any) -> None:
-                if event == "progress":
-                    wd.report(
-                        Progress(
-                            stage=str(data.get("stage", "download")),
-                            message=str(data.get("message", "")),
-                            fraction=data.get("fraction"),
-                            bytes_done=data.get("bytesDone"),
-                            bytes_total=data.get("bytesTotal"),
-                        )
-                    )
-
-            try:
-                return await fwd.stream(name, p, on_progress)
-            finally:
-                wd.end("Done")
-        return await fwd.call(name, p)
+        try:
+            if name in ("ingot/chat", "ingot/complete"):
+                return await _stream_generation(server, fwd, name, p)
+            if name == "ingot/model/download":
+                return await _download(server, fwd, name, p)
+            return await fwd.call(name, p)
+        except OwnerUnreachable as e:
+            # Refused: the request never reached the owner, so it can run here (or at the home's
+            # new owner) without running twice.
+            if not e.refused or not await server.take_over():
+                raise
+        return await handler(params)
 
     return handler
 

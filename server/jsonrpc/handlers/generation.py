@@ -10,6 +10,7 @@ from lsprotocol import types
 from engine.errors import InvalidRequest, ModelNotLoaded
 from protocol.jsonrpc import generation as g
 from server import translate
+from server.jsonrpc.forwarding import OwnerUnreachable
 from server.jsonrpc.handlers.streaming import drain
 from server.jsonrpc.server import IngotServer, dump, parse
 
@@ -20,6 +21,8 @@ EDIT_SYSTEM = (
 FENCE = re.compile(r"^\s*```[\w+-]*\n(.*?)\n?```\s*$", re.S)
 INLINE_PREFIX_CHARS = 2000
 INLINE_SUFFIX_CHARS = 1000
+# ingot/edit without maxTokens: twice the selection's tokens plus this much.
+EDIT_EXTRA_TOKENS = 64
 
 
 def strip_fences(text: str) -> str:
@@ -52,7 +55,12 @@ async def pick_model(server: IngotServer, requested: str | None, quiet: bool = F
     if server.options.inline_model:
         return server.options.inline_model
     if server.forwarder is not None:
-        status = await server.forwarder.call_status()
+        try:
+            status = await server.forwarder.call_status()
+        except OwnerUnreachable as e:
+            if e.refused and await server.take_over():
+                return await pick_model(server, requested, quiet)
+            raise
         loaded = [m["id"] for m in status.get("loaded", [])]
         chosen = loaded[0] if loaded else None
     else:
@@ -64,6 +72,24 @@ async def pick_model(server: IngotServer, requested: str | None, quiet: bool = F
             hint="Load one (ingot/model/load) or set inlineModel.",
         )
     return chosen
+
+
+async def edit_max_tokens(server: IngotServer, model: str, selection: str) -> int:
+    """Enough for a rewrite of the selection (about twice its tokens, plus room for a short
+    insertion) but not a ramble: capped by the model's max output."""
+    if server.forwarder is not None:
+        try:
+            info = await server.forwarder.call("ingot/model/info", {"model": model})
+            cap = int(info["maxOutputTokens"])
+        except OwnerUnreachable as e:
+            if e.refused and await server.take_over():
+                return await edit_max_tokens(server, model, selection)
+            raise
+        tokens = -(-len(selection) // 3)  # no local model to count with: ~3 chars a token
+    else:
+        cap = server.service.resolve(model).max_output_tokens
+        tokens = await server.service.count_tokens(model, prompt=selection) if selection else 0
+    return max(1, min(cap, 2 * tokens + EDIT_EXTRA_TOKENS))
 
 
 def register(server: IngotServer) -> None:
@@ -98,9 +124,14 @@ def register(server: IngotServer) -> None:
             {"role": "system", "content": EDIT_SYSTEM},
             {"role": "user", "content": f"Instruction: {p.instruction}\n\nSelection:\n{original}"},
         ]
+        model = await pick_model(server, p.model)
+        assert model is not None
+        sampling = p.model_dump(by_alias=True, exclude_none=True, include=SAMPLING_FIELDS)
+        if p.max_tokens is None:
+            sampling["maxTokens"] = await edit_max_tokens(server, model, original)
         chat_params = {
-            **p.model_dump(by_alias=True, exclude_none=True, include=SAMPLING_FIELDS),
-            "model": await pick_model(server, p.model),
+            **sampling,
+            "model": model,
             "messages": messages,
             "priority": "interactive",
             "kind": "edit",

@@ -17,7 +17,8 @@ def register(server: IngotServer) -> None:
 
     @server.feature(types.INITIALIZED)
     async def initialized(params: Any) -> None:
-        await server.on_initialized()
+        # A tracked task: `close` (exit, parent gone) waits for it before clearing the state.
+        await server.spawn(server.on_initialized())
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(params: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ def service_status(server: IngotServer) -> ServiceStatus:
         home=str(st.home),
         cache_path=str(st.cache_path),
         rest_url=server.rest_url,
+        rest_error=server.rest_error,
         started_at=st.started_at,
         mode=server.mode,
         forwarded_to=server.forwarded_to,
@@ -73,8 +75,14 @@ def register(server: IngotServer) -> None:
         wd = await WorkDone.start(server, p.work_done_token, f"Loading {variant.id}")
         try:
             view = await server.service.load(p.model, ttl_s=p.ttl, progress=wd.report)
-        finally:
-            wd.end("Loaded")
+        except asyncio.CancelledError:
+            # The load itself goes on for other waiters (it is shielded); this request is over.
+            wd.end("Cancelled")
+            raise
+        except BaseException:
+            wd.end("Failed")
+            raise
+        wd.end("Loaded")
         return dump(translate.model_info(view))
 
     @server.feature("ingot/model/unload")
@@ -116,6 +124,39 @@ def register(server: IngotServer) -> None:
             raise
         wd.end("Compiled")
         return dump(translate.model_info(view))
+
+    @server.feature("ingot/model/import")
+    async def model_import(params: Any) -> Any:
+        p = parse(m.ModelImportParams, params)
+        wd = await WorkDone.start(server, p.work_done_token, f"Importing {Path(p.path).name}")
+        cancel = CancelToken()
+        try:
+            view = await server.service.import_gguf(
+                Path(p.path), name=p.name, progress=wd.report, cancel=cancel
+            )
+        except BaseException:
+            cancel.cancel("request cancelled")
+            wd.end("Import stopped.")
+            raise
+        wd.end("Imported")
+        return dump(translate.model_info(view))
+
+    @server.feature("ingot/model/verify")
+    async def model_verify(params: Any) -> Any:
+        p = parse(m.ModelVerifyParams, params)
+        variant = server.service.resolve(p.model)
+        wd = await WorkDone.start(server, p.work_done_token, f"Measuring {variant.alias}")
+        cancel = CancelToken()
+        try:
+            report = await server.service.verify_fidelity(
+                variant.id, progress=wd.report, cancel=cancel
+            )
+        except BaseException:
+            cancel.cancel("request cancelled")
+            wd.end("Stopped.")
+            raise
+        wd.end(f"Mean KL {report.mean_kl:.4f}")
+        return dump(translate.fidelity_result(variant.id, report))
 
     @server.feature("ingot/cache/info")
     async def cache_info(params: Any) -> Any:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from typing import Any, ClassVar
 
 from lsprotocol import types
 
+from engine.downloads.transfer import human
 from engine.progress import Progress
 from server.jsonrpc.server import IngotServer
+
+BYTE_COUNT = re.compile(r"\d\s*(?:B|KB|MB|GB)\b")
 
 
 class WorkDone:
@@ -54,10 +58,10 @@ class WorkDone:
             return
         pct = None if p.fraction is None else max(0, min(100, int(p.fraction * 100)))
         message = p.message
-        if p.bytes_total:
-            message = (
-                f"{p.message} ({(p.bytes_done or 0) / 1e6:.1f} / {p.bytes_total / 1e6:.1f} MB)"
-            )
+        if p.bytes_total and not BYTE_COUNT.search(message):
+            # Only when the engine's message does not already say how far it is.
+            counts = f"{human(p.bytes_done or 0)} of {human(p.bytes_total)}"
+            message = f"{message} ({counts})" if message else counts
         self.server.work_done_progress.report(
             self.token, types.WorkDoneProgressReport(message=message, percentage=pct)
         )

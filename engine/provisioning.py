@@ -8,7 +8,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.cache import CacheEntry, ModelCache
 from engine.catalog.catalog import ModelCatalog
@@ -22,6 +22,9 @@ from engine.catalog.variant import (
 )
 from engine.errors import CompileFailed, InvalidModelFolder, InvalidRequest, ModelNotFound
 from engine.progress import CancelToken, ProgressCallback
+
+if TYPE_CHECKING:
+    from engine.compile.fidelity import FidelityReport
 
 
 class Downloader(Protocol):
@@ -236,6 +239,114 @@ class Provisioner:
             alias=_slug(name),
             device=device,  # type: ignore[arg-type]
         )
+
+    def import_source(
+        self,
+        gguf: Path,
+        *,
+        name: str,
+        progress: ProgressCallback,
+        cancel: CancelToken,
+        on_state: StateCallback = lambda vid, state: None,
+    ) -> ModelVariant:
+        """A GGUF file -> an ONNX Runtime GenAI model in the cache that keeps the GGUF's own
+        quantised blocks (engine.compile.import_gguf), registered as a local model `name`."""
+        from engine.compile import import_gguf
+
+        if not (gguf.is_file() and gguf.suffix.lower() == ".gguf"):
+            raise InvalidModelFolder(
+                f"{gguf} is not a GGUF file.",
+                hint="Give the path of a .gguf file, or use `ingot model compile` for a folder.",
+                param="path",
+            )
+        cache = self.cache
+        variant_id = f"{_slug(name)}-cpu-gguf:1"
+        with cache.variant_lock(variant_id):
+            staging = cache.staging_for(variant_id)
+            self._fresh(staging)
+            staging.rmdir()  # import_gguf claims an empty or missing folder itself
+            on_state(variant_id, "compiling")
+            report = import_gguf(gguf, staging, progress=progress, cancel=cancel)
+            manifest = cache.new_manifest(
+                variant_id,
+                staging,
+                source=f"imported:{gguf}",
+                runtime="onnx-genai",
+                framework="onnx",
+                device="cpu",
+                build={
+                    "kind": "gguf-import",
+                    "gguf": str(gguf),
+                    "exact": report.exact,
+                    "requantized": report.requantized,
+                },
+            )
+            entry = cache.commit(staging, manifest)
+        described = self.describe_folder(entry.path, runtime="onnx-genai", name=name)
+        from dataclasses import replace
+
+        exact = "exact" if report.is_exact else "partly re-quantised"
+        return replace(
+            described,
+            name=variant_id.rsplit(":", 1)[0],
+            alias=_slug(name),
+            description=f"Imported from {gguf} ({exact}: {report.exact or report.requantized})",
+        )
+
+    def gguf_source(self, v: ModelVariant) -> Path | None:
+        """The GGUF file a cached variant was made from, when it was (import, compile, or the
+        catalog's build chain from a GGUF shipped in a package)."""
+        entry = self.cache.get(v.id)
+        build = (entry.manifest.build or {}) if entry else {}
+        if isinstance(build.get("gguf"), str):
+            return Path(build["gguf"])
+        source = entry.manifest.source if entry else ""
+        for prefix in ("compiled:", "imported:"):
+            if source.startswith(prefix) and source.endswith(".gguf"):
+                return Path(source[len(prefix) :])
+        return None
+
+    def fidelity(
+        self, v: ModelVariant, progress: ProgressCallback, cancel: CancelToken
+    ) -> FidelityReport:
+        """KL divergence of a cached ONNX variant from its float32 reference: the dequantised
+        GGUF it came from (rebuilt in a work folder), or the Hugging Face variant it was
+        compiled from."""
+        import tempfile
+
+        from engine.compile import measure_fidelity
+
+        if v.framework != "onnx" or not self.is_present(v):
+            raise InvalidRequest(
+                f"{v.id} is not a downloaded ONNX model, so there is nothing to compare.",
+                hint="Download or import it first; fidelity compares an ONNX model with its "
+                "source weights.",
+                param="model",
+            )
+        folder = self.folder_for(v)
+        gguf = self.gguf_source(v)
+        if gguf is None and v.build and v.build.from_variant:
+            src = self.catalog.get(v.build.from_variant)
+            if src is not None and self.is_present(src):
+                ref = self.folder_for(src)
+                if (ref / "config.json").is_file():
+                    return measure_fidelity(
+                        folder, ref, threads=self.threads, progress=progress, cancel=cancel
+                    )
+                gguf = self.gguf_source(src) or next(ref.glob("*.gguf"), None)
+        if gguf is None or not gguf.is_file():
+            raise InvalidRequest(
+                f"Ingot does not know the source weights of {v.id}.",
+                hint="Fidelity checks work for models imported or compiled from a GGUF file, and "
+                "for catalog models built locally.",
+                param="model",
+            )
+        with tempfile.TemporaryDirectory(prefix="ingot-fidelity-", dir=self.cache.partial_dir) as d:
+            ref = Path(d) / "reference"
+            self._compiler().gguf_to_hf(gguf, ref, progress=progress, cancel=cancel)
+            return measure_fidelity(
+                folder, ref, threads=self.threads, progress=progress, cancel=cancel
+            )
 
     # -- bring your own ------------------------------------------------------------------------
     def describe_folder(

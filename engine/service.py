@@ -17,6 +17,7 @@ from engine.catalog.fit import check_fit
 from engine.catalog.variant import Device, ModelVariant
 from engine.chat import prepare_chat
 from engine.clock import Clock
+from engine.compile.fidelity import FidelityReport
 from engine.config import EngineConfig
 from engine.errors import (
     Cancelled,
@@ -309,6 +310,49 @@ class EngineService:
         self.catalog.registrations.add(variant)
         self._state(variant.id, "cached")
         return self.view(variant)
+
+    async def import_gguf(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> ModelView:
+        """Import a GGUF file keeping its own quantised blocks (Q4_0, Q4_1, Q8_0) as a local
+        ONNX Runtime GenAI model; other tensor types are re-quantised to int8 and reported."""
+        cancel = cancel or CancelToken()
+        gguf = path.expanduser().resolve()
+        loop = asyncio.get_running_loop()
+
+        def on_state(vid: str, state: str) -> None:
+            loop.call_soon_threadsafe(self._state, vid, state)
+
+        def work(prog: ProgressCallback) -> ModelVariant:
+            return self.provisioner.import_source(
+                gguf, name=name or gguf.stem, progress=prog, cancel=cancel, on_state=on_state
+            )
+
+        variant = await self._in_thread(work, progress, cancel)
+        if self.catalog.registrations is None:
+            raise IngotError("This engine has no registration store.")
+        self.catalog.registrations.add(variant)
+        self._state(variant.id, "cached")
+        return self.view(variant)
+
+    async def verify_fidelity(
+        self,
+        name: str,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> FidelityReport:
+        """KL divergence of the model's next-token distributions from its source weights."""
+        v = self.resolve(name)
+        cancel = cancel or CancelToken()
+        return await self._in_thread(
+            lambda prog: self.provisioner.fidelity(v, prog, cancel), progress, cancel
+        )
 
     async def delete(self, name: str) -> bool:
         v = self.resolve(name)

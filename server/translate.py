@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.cache import CacheEntry
 from engine.catalog.fit import memory_needed
+from engine.compile.fidelity import KL_TARGET, FidelityReport
 from engine.errors import IngotError
 from engine.events import ModelStateEvent
 from engine.generation import SamplingParams
@@ -260,3 +261,17 @@ def error_payload(e: IngotError) -> dict[str, Any]:
             data[k] = v
     data["code"] = error_for(e.kind).code
     return data
+
+
+def fidelity_result(model_id: str, r: FidelityReport) -> m.FidelityResult:
+    return m.FidelityResult(
+        model=model_id,
+        mean_kl=r.mean_kl,
+        median_kl=r.median_kl,
+        max_kl=r.max_kl,
+        top1_agreement=r.top1_agreement,
+        tokens=r.tokens,
+        seconds=r.seconds,
+        target=KL_TARGET,
+        meets_target=r.meets_target,
+    )

@@ -126,6 +126,14 @@ class EngineClient(abc.ABC):
     ) -> m.ModelInfo: ...
 
     @abc.abstractmethod
+    async def import_gguf(
+        self, params: m.ModelImportParams, progress: ProgressSink
+    ) -> m.ModelInfo: ...
+
+    @abc.abstractmethod
+    async def verify_fidelity(self, model: str, progress: ProgressSink) -> m.FidelityResult: ...
+
+    @abc.abstractmethod
     async def cache_info(self) -> m.CacheInfoResult: ...
 
     @abc.abstractmethod

@@ -122,11 +122,12 @@ class HttpClient(EngineClient):
     async def _post(self, model: type[M], path: str, body: Any = None) -> M:
         return model.model_validate(await self._request("POST", path, json_body=body))
 
-    async def _stream_operation(self, path: str, body: Any, progress: ProgressSink) -> m.ModelInfo:
-        """A long operation streamed as SSE (download, compile). Cancelling the calling task
-        closes the connection, which the service takes as a cancel."""
-        from protocol.jsonrpc import models as m
-
+    async def _stream_operation(
+        self, path: str, body: Any, progress: ProgressSink, result: type[M]
+    ) -> M:
+        """A long operation streamed as SSE (download, compile, import, verify); `done` holds a
+        `result` (default ModelInfo). Cancelling the calling task closes the connection, which
+        the service takes as a cancel."""
         try:
             async with self._http().post(self.where + path, json=body) as resp:
                 if resp.status >= 400:
@@ -149,7 +150,7 @@ class HttpClient(EngineClient):
                             )
                         )
                     elif event == "done":
-                        return m.ModelInfo.model_validate(payload)
+                        return result.model_validate(payload)
                     elif event == "error":
                         raise remote_error(500, payload)
         except aiohttp.ClientConnectionError as e:
@@ -187,7 +188,11 @@ class HttpClient(EngineClient):
         return await self._get(m.ModelInfo, self._model_path(model))
 
     async def download(self, model: str, progress: ProgressSink) -> m.ModelInfo:
-        return await self._stream_operation(self._model_path(model) + "/download", None, progress)
+        from protocol.jsonrpc import models as m
+
+        return await self._stream_operation(
+            self._model_path(model) + "/download", None, progress, m.ModelInfo
+        )
 
     async def load(self, model: str, ttl: float | None, progress: ProgressSink) -> m.ModelInfo:
         from protocol.jsonrpc import models as m
@@ -215,8 +220,22 @@ class HttpClient(EngineClient):
         return await self._post(m.ModelInfo, f"{API}/models/register", body)
 
     async def compile(self, params: m.ModelCompileParams, progress: ProgressSink) -> m.ModelInfo:
+        from protocol.jsonrpc import models as m
+
         body = params.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return await self._stream_operation(f"{API}/models/compile", body, progress)
+        return await self._stream_operation(f"{API}/models/compile", body, progress, m.ModelInfo)
+
+    async def import_gguf(self, params: m.ModelImportParams, progress: ProgressSink) -> m.ModelInfo:
+        from protocol.jsonrpc import models as m
+
+        body = params.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return await self._stream_operation(f"{API}/models/import", body, progress, m.ModelInfo)
+
+    async def verify_fidelity(self, model: str, progress: ProgressSink) -> m.FidelityResult:
+        from protocol.jsonrpc import models as m
+
+        path = f"{self._model_path(model)}/verify"
+        return await self._stream_operation(path, {}, progress, result=m.FidelityResult)
 
     async def cache_info(self) -> m.CacheInfoResult:
         from protocol.jsonrpc import models as m

@@ -130,6 +130,35 @@ class InProcessClient(EngineClient):
             raise
         return translate.model_info(view)
 
+    async def import_gguf(self, params: m.ModelImportParams, progress: ProgressSink) -> m.ModelInfo:
+        from engine.progress import CancelToken
+        from server import translate
+
+        cancel = CancelToken()
+        try:
+            view = await self.service.import_gguf(
+                Path(params.path), name=params.name, progress=_report(progress), cancel=cancel
+            )
+        except BaseException:
+            cancel.cancel("the command was interrupted")
+            raise
+        return translate.model_info(view)
+
+    async def verify_fidelity(self, model: str, progress: ProgressSink) -> m.FidelityResult:
+        from engine.progress import CancelToken
+        from server import translate
+
+        cancel = CancelToken()
+        variant = self.service.resolve(model)
+        try:
+            report = await self.service.verify_fidelity(
+                variant.id, progress=_report(progress), cancel=cancel
+            )
+        except BaseException:
+            cancel.cancel("the command was interrupted")
+            raise
+        return translate.fidelity_result(variant.id, report)
+
     async def cache_info(self) -> m.CacheInfoResult:
         from server import translate
 

@@ -134,6 +134,25 @@ def _model_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     _json_opt(p)
     _cmd(p, "model_cmd:compile_model")
 
+    p = ms.add_parser(
+        "import", parents=[common], help="import a GGUF file keeping its own quantised weights"
+    )
+    p.add_argument("gguf", help="a .gguf file (Q4_0, Q4_1 and Q8_0 keep their blocks exactly)")
+    p.add_argument("--name", help="name of the imported model (default: the file's stem)")
+    _json_opt(p)
+    _cmd(p, "model_cmd:import_model")
+
+    p = ms.add_parser("verify", parents=[common], help="check a model against its source weights")
+    p.add_argument("model")
+    p.add_argument(
+        "--fidelity",
+        action="store_true",
+        required=True,
+        help="KL divergence of next-token distributions from the source weights (target <= 0.01)",
+    )
+    _json_opt(p)
+    _cmd(p, "model_cmd:verify_model")
+
     p = ms.add_parser("run", parents=[common], help="chat with a model (downloads it if needed)")
     p.add_argument("model")
     p.add_argument("-p", "--prompt", help="answer this once and exit (stdin works too)")

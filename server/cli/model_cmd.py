@@ -1,4 +1,4 @@
-"""`ingot model list|info|download|load|unload|remove|register|compile`."""
+"""`ingot model list|info|download|load|unload|remove|register|compile|import|verify`."""
 
 from __future__ import annotations
 
@@ -338,3 +338,51 @@ def compile_model(ctx: CliContext, args: argparse.Namespace) -> int:
         say(f"Compiled {mi.id} ({human_bytes(mi.size_bytes)}, {mi.path}).")
         note(f"Try it: ingot model run {mi.alias}")
     return 0
+
+
+def import_model(ctx: CliContext, args: argparse.Namespace) -> int:
+    from protocol.jsonrpc import models as m
+
+    path = Path(args.gguf).expanduser()
+    if not path.is_file():
+        raise CliError(f"{path} does not exist.", hint="Give the path of a .gguf file.")
+    params = m.ModelImportParams(path=str(path.resolve()), name=args.name)
+    client = ctx.client()
+    with ProgressView(f"Importing {path.name}") as view:
+        try:
+            mi = ctx.run(client.import_gguf(params, view))
+        except KeyboardInterrupt:
+            view.close()
+            raise Interrupted(
+                "Import cancelled.", hint="Run the command again to start over."
+            ) from None
+    if ctx.json:
+        print_json(mi)
+    else:
+        say(f"Imported {mi.id} ({human_bytes(mi.size_bytes)}, {mi.path}).")
+        if mi.description:
+            note(mi.description)
+        note(
+            f"Try it: ingot model run {mi.alias}  ·  check it: ingot model verify {mi.alias} --fidelity"
+        )
+    return 0
+
+
+def verify_model(ctx: CliContext, args: argparse.Namespace) -> int:
+    client = ctx.client()
+    with ProgressView(f"Measuring the fidelity of {args.model}") as view:
+        try:
+            res = ctx.run(client.verify_fidelity(args.model, view))
+        except KeyboardInterrupt:
+            view.close()
+            raise Interrupted("Fidelity check cancelled.") from None
+    if ctx.json:
+        print_json(res)
+        return 0 if res.meets_target else 1
+    verdict = "meets" if res.meets_target else "MISSES"
+    say(f"{res.model}: mean KL {res.mean_kl:.4f} ({verdict} the target of {res.target})")
+    say(
+        f"median KL {res.median_kl:.4f}, max {res.max_kl:.3f}, top-1 agreement "
+        f"{res.top1_agreement * 100:.1f} % over {res.tokens} tokens ({res.seconds:.0f} s)"
+    )
+    return 0 if res.meets_target else 1

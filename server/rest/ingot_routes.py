@@ -31,7 +31,7 @@ log = logging.getLogger("ingot.rest")
 
 PREFIX = "/ingot/v1"
 KEEPALIVE_S = 15.0
-Operation = Callable[[ProgressCallback, CancelToken], Awaitable[ModelView]]
+Operation = Callable[[ProgressCallback, CancelToken], Awaitable[Any]]
 
 
 def wire(model: BaseModel) -> web.Response:
@@ -76,6 +76,8 @@ class IngotRoutes:
         router.add_get(f"{p}/catalog", self.catalog)
         router.add_post(f"{p}/models/register", self.register)
         router.add_post(f"{p}/models/compile", self.compile)
+        router.add_post(f"{p}/models/import", self.import_gguf)
+        router.add_post(f"{p}/models/{{model}}/verify", self.verify)
         router.add_get(f"{p}/models/{{model}}", self.model)
         router.add_delete(f"{p}/models/{{model}}", self.delete)
         router.add_post(f"{p}/models/{{model}}/download", self.download)
@@ -160,8 +162,33 @@ class IngotRoutes:
 
         return await self._operation(request, run, None)
 
+    async def import_gguf(self, request: web.Request) -> web.StreamResponse:
+        p = m.ModelImportParams.model_validate(await read_json(request, limit=self._limit))
+
+        def run(progress: ProgressCallback, cancel: CancelToken) -> Awaitable[ModelView]:
+            return self.service.import_gguf(
+                Path(p.path), name=p.name, progress=progress, cancel=cancel
+            )
+
+        return await self._operation(request, run, None)
+
+    async def verify(self, request: web.Request) -> web.StreamResponse:
+        variant = self.service.resolve(request.match_info["model"])
+
+        def run(progress: ProgressCallback, cancel: CancelToken) -> Awaitable[Any]:
+            return self.service.verify_fidelity(variant.id, progress=progress, cancel=cancel)
+
+        def done(report: Any) -> BaseModel:
+            return translate.fidelity_result(variant.id, report)
+
+        return await self._operation(request, run, variant.id, done)
+
     async def _operation(
-        self, request: web.Request, run: Operation, model_id: str | None
+        self,
+        request: web.Request,
+        run: Operation,
+        model_id: str | None,
+        done: Callable[[Any], BaseModel] = lambda view: translate.model_info(view),
     ) -> web.StreamResponse:
         """Progress and state changes as SSE while `run` works, then `done` or `error`. A client
         that goes away cancels it; the engine keeps partial files, so it resumes next time."""
@@ -185,11 +212,11 @@ class IngotRoutes:
         try:
             await pump(queue, task, send)
             try:
-                view = task.result()
+                result = task.result()
             except Exception as e:
                 await sse.send(json.dumps(to_api_error(e, request).body()), "error")
             else:
-                await sse.send(_dumps(translate.model_info(view)), "done")
+                await sse.send(_dumps(done(result)), "done")
         except (asyncio.CancelledError, *CLIENT_GONE) as e:
             cancel.cancel("the client disconnected")
             task.cancel()

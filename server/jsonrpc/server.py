@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Coroutine
@@ -112,6 +113,19 @@ class IngotServer(LanguageServer):
     def notify(self, method: str, params: BaseModel | dict[str, Any]) -> None:
         payload = dump(params) if isinstance(params, BaseModel) else params
         self.protocol.notify(method, payload)
+
+    def send_progress(self, token: str | int, value: dict[str, Any]) -> None:
+        """A `$/progress` notification written straight to the wire. Partial results go out once
+        per token, and pygls' path (lsprotocol types, cattrs, its own framing) cost about a tenth
+        of the decode rate on two cores; this one is a single json.dumps."""
+        writer = self.protocol.writer
+        if writer is None:
+            return
+        body = json.dumps(
+            {"jsonrpc": "2.0", "method": "$/progress", "params": {"token": token, "value": value}},
+            separators=(",", ":"),
+        ).encode()
+        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start_engine(self, params: types.InitializeParams) -> None:

@@ -7,8 +7,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from lsprotocol import types
-
 from engine.progress import Progress
 from protocol.registry import method as spec_of
 from server.jsonrpc.forwarding import Forwarder, OwnerUnreachable
@@ -34,7 +32,7 @@ async def _stream_generation(
         if isinstance(data, dict) and isinstance(data.get("tokens"), int):
             tokens = data["tokens"]
         if token is not None:
-            server.protocol.notify(types.PROGRESS, types.ProgressParams(token=token, value=data))
+            server.send_progress(token, data)
 
     try:
         return await fwd.stream(name, p, on_delta)

@@ -6,11 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from lsprotocol import types
-
 from engine.requests import Delta, GenerationResult, GenerationStreamEvent
-from protocol.jsonrpc.generation import StreamDelta
-from server.jsonrpc.server import IngotServer, dump
+from server.jsonrpc.server import IngotServer
 
 
 async def drain(
@@ -29,13 +26,8 @@ async def drain(
             if isinstance(ev, Delta):
                 tokens = ev.tokens
                 if partial_token is not None:
-                    server.protocol.notify(
-                        types.PROGRESS,
-                        types.ProgressParams(
-                            token=partial_token,
-                            value=dump(StreamDelta(text=ev.text, tokens=ev.tokens)),
-                        ),
-                    )
+                    # The StreamDelta wire shape, built by hand: this runs once per token.
+                    server.send_progress(partial_token, {"text": ev.text, "tokens": ev.tokens})
             else:
                 return ev
     except asyncio.CancelledError:

@@ -6,7 +6,7 @@ through the management API, then interleaves bare runs (in this process) with st
 medians of decode tokens/s and time to first token, and aggregate tokens/s at several concurrencies.
 
     .venv/bin/python scripts/bench_rest.py [--model-dir DIR] [--reps 7] [--tokens 128]
-        [--threads 2] [--concurrency 1,4,8] [--markdown docs/performance-rest.md]
+        [--threads 2] [--concurrency 1,4,8] [--markdown FILE]
 
 Without --model-dir it builds (or reuses) the default model in .cache/test-models.
 """

@@ -8,7 +8,7 @@ same tokens. Reports medians of decode tokens/s and time to first token, and agg
 with 1 and 8 concurrent streams (continuous batching).
 
     .venv/bin/python scripts/bench_vllm.py [--reps 7] [--tokens 128] [--concurrency 1,8]
-        [--concurrency-tokens 64] [--concurrency-reps 3] [--markdown docs/performance-vllm.md]
+        [--concurrency-tokens 64] [--concurrency-reps 3] [--markdown FILE]
 
 Needs scripts/setup_vllm.sh (vLLM's CPU build in .cache/vllm-venv).
 """

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +19,15 @@ import pytest
 
 from server.state import ServiceState, pid_alive, read_state, state_path, write_state
 from tests.conftest import DEFAULT_ONNX_ID, wait_until
-from tests.e2e.cli_helpers import free_port, kill_service, run, run_json, service
+from tests.e2e.cli_helpers import (
+    cli_env,
+    free_port,
+    ingot_argv,
+    kill_service,
+    run,
+    run_json,
+    service,
+)
 
 ALIAS = "smollm2-135m"
 
@@ -231,3 +240,46 @@ def test_non_loopback_start_without_a_key_is_refused(seeded_home: Path) -> None:
     assert proc.returncode != 0
     assert "API key" in proc.stderr and "Traceback" not in proc.stderr
     assert read_state(seeded_home) is None
+
+
+def test_restart_keeps_the_address_and_force_unload_stops_a_running_answer(
+    seeded_home: Path,
+) -> None:
+    port = free_port()
+    try:
+        first = run_json(seeded_home, "service", "start", "--port", str(port))
+        again = run_json(seeded_home, "service", "restart")
+        assert again["url"] == first["url"] and again["pid"] != first["pid"]
+        assert not pid_alive(first["pid"]) or wait_until(lambda: not pid_alive(first["pid"]), 10)
+
+        run(seeded_home, "model", "load", ALIAS, "--ttl", "-1", check=True)
+        long = subprocess.Popen(
+            [
+                *ingot_argv(),
+                "model",
+                "run",
+                ALIAS,
+                "--prompt",
+                "Write a long story.",
+                "--max-tokens",
+                "1500",
+            ],
+            env=cli_env(seeded_home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert wait_until(
+            lambda: get(again["url"] + "/ingot/v1/status")["activeRequests"] == 1, 60, 0.1
+        )
+        plain = run(seeded_home, "model", "unload", ALIAS)
+        assert plain.returncode == 0
+        assert get(again["url"] + "/ingot/v1/status")["activeRequests"] == 1  # not cut short
+        forced = run(seeded_home, "model", "unload", ALIAS, "--force", "-o", "json", check=True)
+        assert json.loads(forced.stdout) == {"unloaded": True}
+        _out, err = long.communicate(timeout=60)
+        assert long.returncode != 0 and "Traceback" not in err
+        assert "stopped" in err.lower() or "unload" in err.lower(), err
+        assert get(again["url"] + "/ingot/v1/status")["loaded"] == []
+    finally:
+        kill_service(seeded_home)

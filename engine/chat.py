@@ -182,9 +182,20 @@ def prepare_chat(
             msgs = _with_system(
                 msgs, "Reply with JSON that matches this schema: " + json.dumps(schema)
             )
+        elif rtype in ("regex", "grammar"):
+            # Ingot's extensions (vLLM's guided decoding has the same two): the output must
+            # match a regular expression, or a Lark grammar.
+            key = "regex" if rtype == "regex" else "grammar"
+            text = response_format.get(key)
+            if not isinstance(text, str) or not text:
+                raise InvalidRequest(
+                    f"response_format.{key} must be a non-empty string.",
+                    param="response_format",
+                )
+            constraint = Constraint("regex" if rtype == "regex" else "lark_grammar", text)
         elif rtype not in (None, "text"):
             raise InvalidRequest(
-                "response_format.type must be text, json_object or json_schema.",
+                "response_format.type must be text, json_object, json_schema, regex or grammar.",
                 param="response_format",
             )
     return PreparedChat(msgs, constraint, fns, mode)

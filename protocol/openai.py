@@ -119,8 +119,11 @@ class JsonSchemaFormat(_Closed):
 
 
 class ResponseFormat(_Closed):
-    type: Literal["text", "json_object", "json_schema"]
+    # regex and grammar (Lark) are Ingot's extensions, done with the same constrained decoding.
+    type: Literal["text", "json_object", "json_schema", "regex", "grammar"]
     json_schema: JsonSchemaFormat | None = None
+    regex: str | None = Field(None, description="With type regex: the output matches it.")
+    grammar: str | None = Field(None, description="With type grammar: a Lark grammar.")
 
 
 class StreamOptions(_Closed):

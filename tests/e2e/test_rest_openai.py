@@ -251,6 +251,24 @@ def test_json_schema_and_json_object(server: RestServer) -> None:
         assert (r.choices[0].message.content or "").lstrip().startswith("{")
 
 
+def test_regex_response_format_extension(server: RestServer) -> None:
+    r = server.client().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Is Paris in France? Answer yes or no."}],
+        response_format={"type": "regex", "regex": "(yes|no)"},  # type: ignore[arg-type, misc]
+        max_tokens=8,
+        temperature=0,
+    )
+    assert r.choices[0].message.content in ("yes", "no")
+    with pytest.raises(openai.BadRequestError) as e:
+        server.client().chat.completions.create(
+            model=MODEL,
+            messages=HELLO,
+            response_format={"type": "regex"},  # type: ignore[arg-type, misc]
+        )
+    assert e.value.status_code == 400 and "regex" in str(e.value.message)
+
+
 async def test_completions_with_suffix_and_streaming(server: RestServer) -> None:
     r = server.client().completions.create(
         model=MODEL,

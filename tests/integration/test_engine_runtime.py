@@ -22,7 +22,13 @@ import pytest
 
 from engine.bootstrap import build_engine
 from engine.config import EngineConfig
-from engine.errors import Cancelled, ContextTooLong, EngineBusy, GenerationFailed
+from engine.errors import (
+    Cancelled,
+    ContextTooLong,
+    EngineBusy,
+    GenerationFailed,
+    InvalidRequest,
+)
 from engine.events import ModelStateEvent
 from engine.generation import SamplingParams
 from engine.requests import ChatRequest, CompletionRequest, Delta, GenerationResult
@@ -376,3 +382,30 @@ async def test_the_models_memory_is_its_workers(service: EngineService) -> None:
     worker_rss = psutil.Process(worker_pids(service)[0]).memory_info().rss
     assert worker_rss > 50 * 2**20
     assert view.memory_bytes is not None and view.memory_bytes >= worker_rss * 0.5
+
+
+async def test_regex_and_grammar_constraints(service: EngineService) -> None:
+    ask = [{"role": "user", "content": "Is Paris in France? Answer yes or no."}]
+    res = await run(
+        service,
+        ChatRequest(
+            MODEL,
+            ask,
+            SamplingParams(max_tokens=10, temperature=0),
+            response_format={"type": "regex", "regex": "(yes|no)"},
+        ),
+    )
+    assert res.text in ("yes", "no")
+    grammar = 'start: "The answer is " ANSWER "."\nANSWER: "yes" | "no"\n'
+    res = await run(
+        service,
+        ChatRequest(
+            MODEL,
+            ask,
+            SamplingParams(max_tokens=20, temperature=0),
+            response_format={"type": "grammar", "grammar": grammar},
+        ),
+    )
+    assert res.text in ("The answer is yes.", "The answer is no.")
+    with pytest.raises(InvalidRequest):
+        await run(service, ChatRequest(MODEL, ask, response_format={"type": "regex"}))

@@ -455,9 +455,16 @@ class EngineService:
     def complete(self, req: CompletionRequest) -> AsyncIterator[GenerationStreamEvent]:
         v = self.runnable(req.model)
 
+        fim = (v.prompt_template or {}).get("fim") if v.capabilities.fim else None
+
         async def build(inst: ModelInstance) -> PromptPlan:
             if req.suffix is None:
                 return PromptPlan(req.prompt)
+            if fim:
+                # The model was trained for fill-in-the-middle: its own FIM tokens, raw.
+                return PromptPlan(
+                    fim.replace("{prefix}", req.prompt).replace("{suffix}", req.suffix)
+                )
             msgs = [
                 {"role": "system", "content": FIM_SYSTEM},
                 {"role": "user", "content": f"{req.prompt}<CURSOR>{req.suffix}"},

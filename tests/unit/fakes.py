@@ -40,6 +40,7 @@ class FakeInstance:
         self.closed = False
         self.generated = 0
         self.exit_callbacks: list[Callable[[str], None]] = []
+        self.prompts: list[str] = []
 
     async def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -63,6 +64,7 @@ class FakeInstance:
     async def generate(
         self, request: GenerationRequest, halt: HaltFlag
     ) -> AsyncGenerator[GenerationEvent, None]:
+        self.prompts.append(request.prompt)
         started = time.monotonic()
         first = None
         n = 0

@@ -32,7 +32,7 @@ from engine.generate import PromptPlan, run_generation
 from engine.hardware import HardwareProfile, probe_hardware
 from engine.loader import TtlLoader
 from engine.progress import CancelToken, Progress, ProgressCallback, no_progress
-from engine.provisioning import Provisioner, precision_of
+from engine.provisioning import Provisioner, StateCallback, precision_of
 from engine.requests import ChatRequest, CompletionRequest, GenerationStreamEvent
 from engine.runtimes.base import ModelInstance
 from engine.selector import RuntimeSelector
@@ -288,12 +288,7 @@ class EngineService:
             path, default_name = view.path, v.alias
         else:
             default_name = path.stem if path.is_file() else path.name
-        loop = asyncio.get_running_loop()
-
-        def on_state(vid: str, state: str) -> None:
-            loop.call_soon_threadsafe(self._state, vid, state)
-
-        def work(prog: ProgressCallback) -> ModelVariant:
+        def work(prog: ProgressCallback, on_state: StateCallback) -> ModelVariant:
             return self.provisioner.compile_source(
                 path.resolve(),
                 name=name or default_name,
@@ -304,7 +299,22 @@ class EngineService:
                 on_state=on_state,
             )
 
-        variant = await self._in_thread(work, progress, cancel)
+        return await self._build_and_register(work, progress, cancel)
+
+    async def _build_and_register(
+        self,
+        work: Callable[[ProgressCallback, StateCallback], ModelVariant],
+        progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> ModelView:
+        """Run a build (compile, import) in a thread with its state changes delivered on the
+        loop, then register the variant it made as a local model."""
+        loop = asyncio.get_running_loop()
+
+        def on_state(vid: str, state: str) -> None:
+            loop.call_soon_threadsafe(self._state, vid, state)
+
+        variant = await self._in_thread(lambda prog: work(prog, on_state), progress, cancel)
         if self.catalog.registrations is None:
             raise IngotError("This engine has no registration store.")
         self.catalog.registrations.add(variant)
@@ -323,22 +333,13 @@ class EngineService:
         ONNX Runtime GenAI model; other tensor types are re-quantised to int8 and reported."""
         cancel = cancel or CancelToken()
         gguf = path.expanduser().resolve()
-        loop = asyncio.get_running_loop()
 
-        def on_state(vid: str, state: str) -> None:
-            loop.call_soon_threadsafe(self._state, vid, state)
-
-        def work(prog: ProgressCallback) -> ModelVariant:
+        def work(prog: ProgressCallback, on_state: StateCallback) -> ModelVariant:
             return self.provisioner.import_source(
                 gguf, name=name or gguf.stem, progress=prog, cancel=cancel, on_state=on_state
             )
 
-        variant = await self._in_thread(work, progress, cancel)
-        if self.catalog.registrations is None:
-            raise IngotError("This engine has no registration store.")
-        self.catalog.registrations.add(variant)
-        self._state(variant.id, "cached")
-        return self.view(variant)
+        return await self._build_and_register(work, progress, cancel)
 
     async def verify_fidelity(
         self,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from engine.progress import CancelToken
+from engine.progress import CancelToken, ProgressCallback
 from protocol.jsonrpc import models as m
 from protocol.jsonrpc.service import ServiceStatus
 from server import translate
 from server.jsonrpc.handlers.progress import WorkDone
 from server.jsonrpc.server import IngotServer, dump, parse
+
+T = TypeVar("T")
 
 
 def service_status(server: IngotServer) -> ServiceStatus:
@@ -32,6 +35,29 @@ def service_status(server: IngotServer) -> ServiceStatus:
         memory_budget=st.memory_budget,
         threads=st.threads,
     )
+
+
+async def with_progress(
+    server: IngotServer,
+    token: Any,
+    title: str,
+    run: Callable[[ProgressCallback, CancelToken], Awaitable[T]],
+    *,
+    done: str,
+    stopped: str,
+) -> T:
+    """A long operation (download, compile, import, verify) reporting work-done progress; a
+    cancelled request tells the operation to stop (partial downloads stay resumable)."""
+    wd = await WorkDone.start(server, token, title)
+    cancel = CancelToken()
+    try:
+        result = await run(wd.report, cancel)
+    except BaseException:
+        cancel.cancel("request cancelled")
+        wd.end(stopped)
+        raise
+    wd.end(done)
+    return result
 
 
 def register(server: IngotServer) -> None:
@@ -57,15 +83,14 @@ def register(server: IngotServer) -> None:
     async def model_download(params: Any) -> Any:
         p = parse(m.ModelDownloadParams, params)
         variant = server.service.resolve(p.model)
-        wd = await WorkDone.start(server, p.work_done_token, f"Downloading {variant.id}")
-        cancel = CancelToken()
-        try:
-            view = await server.service.download(p.model, progress=wd.report, cancel=cancel)
-        except BaseException:
-            cancel.cancel("request cancelled")
-            wd.end("Download stopped; it resumes next time.")
-            raise
-        wd.end("Downloaded")
+        view = await with_progress(
+            server,
+            p.work_done_token,
+            f"Downloading {variant.id}",
+            lambda report, cancel: server.service.download(p.model, progress=report, cancel=cancel),
+            done="Downloaded",
+            stopped="Download stopped; it resumes next time.",
+        )
         return dump(translate.model_info(view))
 
     @server.feature("ingot/model/load")
@@ -107,55 +132,52 @@ def register(server: IngotServer) -> None:
     @server.feature("ingot/model/compile")
     async def model_compile(params: Any) -> Any:
         p = parse(m.ModelCompileParams, params)
-        wd = await WorkDone.start(server, p.work_done_token, f"Compiling {p.source}")
-        cancel = CancelToken()
-        try:
-            view = await server.service.compile(
+        view = await with_progress(
+            server,
+            p.work_done_token,
+            f"Compiling {p.source}",
+            lambda report, cancel: server.service.compile(
                 p.source,
                 precision=p.precision,
                 device=p.device,
                 name=p.name,
-                progress=wd.report,
+                progress=report,
                 cancel=cancel,
-            )
-        except BaseException:
-            cancel.cancel("request cancelled")
-            wd.end("Compile stopped.")
-            raise
-        wd.end("Compiled")
+            ),
+            done="Compiled",
+            stopped="Compile stopped.",
+        )
         return dump(translate.model_info(view))
 
     @server.feature("ingot/model/import")
     async def model_import(params: Any) -> Any:
         p = parse(m.ModelImportParams, params)
-        wd = await WorkDone.start(server, p.work_done_token, f"Importing {Path(p.path).name}")
-        cancel = CancelToken()
-        try:
-            view = await server.service.import_gguf(
-                Path(p.path), name=p.name, progress=wd.report, cancel=cancel
-            )
-        except BaseException:
-            cancel.cancel("request cancelled")
-            wd.end("Import stopped.")
-            raise
-        wd.end("Imported")
+        view = await with_progress(
+            server,
+            p.work_done_token,
+            f"Importing {Path(p.path).name}",
+            lambda report, cancel: server.service.import_gguf(
+                Path(p.path), name=p.name, progress=report, cancel=cancel
+            ),
+            done="Imported",
+            stopped="Import stopped.",
+        )
         return dump(translate.model_info(view))
 
     @server.feature("ingot/model/verify")
     async def model_verify(params: Any) -> Any:
         p = parse(m.ModelVerifyParams, params)
         variant = server.service.resolve(p.model)
-        wd = await WorkDone.start(server, p.work_done_token, f"Measuring {variant.alias}")
-        cancel = CancelToken()
-        try:
-            report = await server.service.verify_fidelity(
-                variant.id, progress=wd.report, cancel=cancel
-            )
-        except BaseException:
-            cancel.cancel("request cancelled")
-            wd.end("Stopped.")
-            raise
-        wd.end(f"Mean KL {report.mean_kl:.4f}")
+        report = await with_progress(
+            server,
+            p.work_done_token,
+            f"Measuring {variant.alias}",
+            lambda report, cancel: server.service.verify_fidelity(
+                variant.id, progress=report, cancel=cancel
+            ),
+            done="Measured",
+            stopped="Stopped.",
+        )
         return dump(translate.fidelity_result(variant.id, report))
 
     @server.feature("ingot/cache/info")

@@ -132,7 +132,8 @@ export class InlineEditController implements vscode.CodeLensProvider, vscode.Dis
               model: args.model,
               // Bound the answer by the selection's size: small models otherwise ramble to the limit.
               maxTokens: editTokenBudget(original),
-              temperature: 0.2,
+              // Greedy: an edit should be reproducible (the same selection and instruction give the same rewrite).
+              temperature: 0,
               partialResultToken: token,
             },
             cancel.token,

@@ -42,6 +42,45 @@ async function openDoc(content: string): Promise<vscode.TextEditor> {
 
 const SAMPLE = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n";
 
+type InlineResult = vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined;
+type InlineProvider = { provideInlineCompletionItems(d: vscode.TextDocument, p: vscode.Position, c: vscode.InlineCompletionContext, t: vscode.CancellationToken): Thenable<InlineResult> | InlineResult };
+type Client = {
+  sendRequest: (type: unknown, ...rest: unknown[]) => Promise<unknown>;
+  getFeature(method: string): { getProvider(d: vscode.TextDocument): InlineProvider | undefined } | undefined;
+};
+
+/** Ask the extension's real inline completion provider (vscode-languageclient's, through the extension's
+ * middleware) at the end of the document, counting the textDocument/inlineCompletion requests it sends. */
+async function askInline(api: IngotApi, enabled: boolean): Promise<{ sent: number; items: vscode.InlineCompletionItem[] }> {
+  const config = vscode.workspace.getConfiguration("ingot");
+  await config.update("inlineCompletions.enabled", enabled, vscode.ConfigurationTarget.Global);
+  const editor = await openDoc("def is_even(n):\n    return n % 2");
+  const client = (api.engine as unknown as { client: Client }).client;
+  const provider = client.getFeature("textDocument/inlineCompletion")?.getProvider(editor.document);
+  assert.ok(provider, "the engine registered an inline completion provider");
+  let sent = 0;
+  const original = client.sendRequest;
+  client.sendRequest = (type: unknown, ...rest: unknown[]) => {
+    const method = typeof type === "string" ? type : (type as { method?: string }).method;
+    if (method === "textDocument/inlineCompletion") {
+      sent++;
+    }
+    return original.call(client, type, ...rest);
+  };
+  try {
+    const end = editor.document.lineAt(editor.document.lineCount - 1).range.end;
+    const context: vscode.InlineCompletionContext = { triggerKind: vscode.InlineCompletionTriggerKind.Invoke, selectedCompletionInfo: undefined };
+    const tokens = new vscode.CancellationTokenSource();
+    const result = await provider.provideInlineCompletionItems(editor.document, end, context, tokens.token);
+    const items = !result ? [] : Array.isArray(result) ? result : result.items;
+    return { sent, items };
+  } finally {
+    client.sendRequest = original;
+    await config.update("inlineCompletions.enabled", false, vscode.ConfigurationTarget.Global);
+    await vscode.commands.executeCommand("workbench.action.revertAndCloseActiveEditor");
+  }
+}
+
 test("the extension activates and the engine starts; the REST service is announced", async (api) => {
   await until("engine running", () => api.engine.state === "running", 90000);
   const url = await until("serviceReady", () => api.engine.restUrl, 30000);
@@ -64,6 +103,13 @@ test("the Models view lists the seeded default model as downloaded", async (api)
   assert.equal(m.runtime, "onnx-genai");
 });
 
+test("inline completions do not ask the engine while no model is loaded", async (api) => {
+  assert.deepEqual(api.store.loaded(), [], "no model is loaded yet");
+  const { sent, items } = await askInline(api, true);
+  assert.equal(sent, 0, "no textDocument/inlineCompletion request was sent");
+  assert.deepEqual(items, []);
+});
+
 test("ingot.model.load loads with the given TTL; the Loaded view and the status bar show it", async (api) => {
   const info = (await vscode.commands.executeCommand("ingot.model.load", MODEL, { ttl: 300 })) as { loaded: boolean } | undefined;
   assert.ok(info?.loaded, "load returned the loaded model");
@@ -73,10 +119,21 @@ test("ingot.model.load loads with the given TTL; the Loaded view and the status 
   await until("status bar", () => api.status.text.includes("smollm2-135m"));
 });
 
+test("with a model loaded, inline completions ask the engine and return its ghost text; disabled, they do not", async (api) => {
+  const on = await askInline(api, true);
+  assert.ok(on.sent >= 1, "a textDocument/inlineCompletion request was sent");
+  assert.ok(on.items.length >= 1, "the engine returned a completion");
+  const text = on.items[0].insertText;
+  assert.ok(typeof text === "string" ? text.trim().length > 0 : text.value.trim().length > 0, "with text");
+  const off = await askInline(api, false);
+  assert.equal(off.sent, 0, "ingot.inlineCompletions.enabled false: no request");
+  assert.deepEqual(off.items, []);
+});
+
 test("Edit Selection streams a preview below the selection; Accept keeps the rewrite", async (api) => {
   const editor = await openDoc(SAMPLE);
   editor.selection = new vscode.Selection(0, 0, 2, 0);
-  const done = vscode.commands.executeCommand("ingot.edit.selection", { instruction: "Rename the function add to plus." });
+  const done = vscode.commands.executeCommand("ingot.edit.selection", { instruction: "Rename the function to add_numbers." });
   await until("preview running", () => api.edits.state === "running", 15000);
   await done;
   assert.equal(api.edits.state, "pending");
@@ -87,6 +144,7 @@ test("Edit Selection streams a preview below the selection; Accept keeps the rew
   assert.equal(api.edits.state, "idle");
   const after = editor.document.getText();
   assert.ok(!after.startsWith("def add(a, b):\n    return a + b\n"), "the original lines are gone");
+  assert.ok(after.startsWith("def add_numbers(a, b):"), "the greedy rewrite of the default model");
   assert.ok(after.endsWith("def sub(a, b):\n    return a - b\n"), "the rest of the file is untouched");
   await vscode.commands.executeCommand("workbench.action.revertAndCloseActiveEditor");
 });

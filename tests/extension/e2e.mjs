@@ -1,5 +1,6 @@
 // End-to-end: the packaged .vsix in a real code-server + chromium. Download and load the default model
-// from the UI, chat in the playground, Edit Selection and accept, the performance charts, the status bar.
+// from the UI, chat in the playground, Edit Selection and accept, the performance charts, the status bar,
+// inline completions (ghost text, Tab accepts).
 import { mkdirSync, writeFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ARTIFACTS, PYTHON, Steps, installVsix, launchBrowser, log, makeRoot, runCommand, sleep, startCodeServer, startHub, webviewFrame, writeSettings } from "./lib.mjs";
@@ -11,6 +12,10 @@ const SAMPLE = `def area(w, h):
 def perimeter(w, h):
     return 2 * (w + h)
 `;
+// Inline completions: typed at the end of line 2, so the request's prefix is "...return celsius * 9 / 5".
+const INLINE_FILE = "convert.py";
+const INLINE_SAMPLE = "def fahrenheit(celsius):\n    return celsius\n";
+const INLINE_TYPED = " * 9 / 5";
 
 const steps = new Steps("e2e");
 let failures = 0;
@@ -20,6 +25,7 @@ const home = join(root, "ingot-home");
 mkdirSync(home);
 mkdirSync(ARTIFACTS, { recursive: true });
 writeFileSync(join(root, "ws", "shapes.py"), SAMPLE);
+writeFileSync(join(root, "ws", INLINE_FILE), INLINE_SAMPLE);
 let hub, server, browser, page;
 const shot = async (name, opts = {}) => {
   if (page) await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), ...opts }).catch((e) => log("screenshot failed", e));
@@ -162,7 +168,7 @@ try {
     await page.keyboard.press("Control+Alt+I");
     const ask = page.locator(".quick-input-widget input.input");
     await ask.waitFor({ state: "visible", timeout: 10_000 });
-    await ask.fill("Rename the function area to rectangle_area.");
+    await ask.fill("Rename the function to compute_area.");
     await page.keyboard.press("Enter");
     const accept = page.locator(".codelens-decoration a", { hasText: "Accept" }).first();
     await accept.waitFor({ timeout: 90_000 });
@@ -178,6 +184,8 @@ try {
       text = readFileSync(join(root, "ws", "shapes.py"), "utf8");
     }
     if (text === SAMPLE) throw new Error("the file did not change");
+    // Edits are greedy, so this rewrite is reproducible on the default model.
+    if (!text.includes("def compute_area(w, h):")) throw new Error(`not the expected rename:\n${text}`);
     if (!text.includes("def perimeter(w, h):")) throw new Error(`the rest of the file changed:\n${text}`);
     writeFileSync(join(ARTIFACTS, "edited-shapes.py"), text);
     await shot("06-edit-accepted");
@@ -206,6 +214,82 @@ try {
     await sleep(2500); // a few more live samples for the screenshot
     await shot("08-performance");
   });
+
+  await steps.step("inline completions: typing at the end of a line shows the engine's ghost text; Tab accepts it", async () => {
+    // The quick input closes when a webview takes the focus back (the performance view is open): retry.
+    const retry = async (what, fn) => {
+      for (let attempt = 1; ; attempt++) {
+        if (await fn().then(() => true, () => false)) return;
+        if (attempt === 3) throw new Error(`${what} failed three times`);
+        await page.keyboard.press("Escape");
+      }
+    };
+    // Close the playground and the performance view first: no webview to take the focus, a clean screenshot.
+    await retry("closing all editors", async () => {
+      await runCommand(page, "View: Close All Editors");
+      await page.locator(".tabs-container .tab").first().waitFor({ state: "detached", timeout: 5_000 });
+    });
+    // Off in this run's settings (so the steps above never ask for them): the toggle command turns them on.
+    // The command writes the user settings: retry only while they do not say it is on.
+    const inlineOn = () => JSON.parse(readFileSync(join(root, "user-data/User/settings.json"), "utf8"))["ingot.inlineCompletions.enabled"] === true;
+    await retry("toggling inline completions", async () => {
+      if (!inlineOn()) await runCommand(page, "Ingot: Toggle Inline Completions");
+      await page.locator(".notification-toast", { hasText: "inline completions are on" }).first().waitFor({ timeout: 5_000 });
+      if (!inlineOn()) throw new Error("the setting is not on");
+    });
+    await runCommand(page, "Notifications: Clear All Notifications").catch(() => undefined);
+    await retry("opening convert.py", async () => {
+      await page.keyboard.press("Control+P");
+      const input = page.locator(".quick-input-widget input.input");
+      await input.waitFor({ state: "visible", timeout: 5_000 });
+      await input.fill(INLINE_FILE);
+      await page.locator(".quick-input-list .monaco-list-row", { hasText: INLINE_FILE }).first().waitFor({ timeout: 5_000 });
+      await page.keyboard.press("Enter");
+      await page.locator(".tabs-container .tab", { hasText: INLINE_FILE }).first().waitFor({ timeout: 5_000 });
+    });
+    const editor = page.locator(".monaco-editor", { has: page.locator(".view-line", { hasText: "def fahrenheit(celsius):" }) }).first();
+    await editor.locator(".view-lines").waitFor();
+    await editor.locator(".view-line", { hasText: "return celsius" }).first().click();
+    await page.keyboard.press("End");
+    await page.keyboard.type(INLINE_TYPED, { delay: 40 });
+    // VS Code asks the provider as you type: the first line of the suggestion is rendered after the cursor
+    // (.ghost-text-decoration), further lines below it in a view zone (.suggest-preview-text .view-line,
+    // their tokens .ghost-text).
+    const ghost = editor.locator(".ghost-text-decoration, .suggest-preview-text .ghost-text");
+    await ghost.first().waitFor({ state: "visible", timeout: 60_000 });
+    const nbsp = (t) => t.replace(/\u00a0/g, " ");
+    const read = async () => {
+      const inline = nbsp((await editor.locator(".ghost-text-decoration").allTextContents()).join(""));
+      const below = (await editor.locator(".suggest-preview-text .view-line").allTextContents()).map(nbsp);
+      return [inline, ...below].join("\n");
+    };
+    // An answer to an earlier keystroke can be replaced by the one for the last: wait until it is stable.
+    let shown = await read();
+    for (let i = 0; i < 20; i++) {
+      await sleep(300);
+      const again = await read();
+      if (again === shown) break;
+      shown = again;
+    }
+    if (shown.trim() === "") throw new Error("no ghost text was read from the editor");
+    writeFileSync(join(ARTIFACTS, "inline-ghost-text.txt"), `${shown}\n`);
+    const part = await page.locator("#workbench\\.parts\\.editor").boundingBox();
+    await shot("09-inline-completion", part ? { clip: { ...part, height: Math.min(part.height, 240) } } : {});
+    await page.keyboard.press("Tab");
+    await ghost.first().waitFor({ state: "detached", timeout: 10_000 });
+    await page.keyboard.press("Control+S");
+    const typed = INLINE_SAMPLE.replace("return celsius", `return celsius${INLINE_TYPED}`);
+    let text = "";
+    for (let i = 0; i < 40 && (text === "" || text === INLINE_SAMPLE || text === typed); i++) {
+      await sleep(250);
+      text = readFileSync(join(root, "ws", INLINE_FILE), "utf8");
+    }
+    writeFileSync(join(ARTIFACTS, "inline-accepted.py"), text);
+    const prefix = `def fahrenheit(celsius):\n    return celsius${INLINE_TYPED}`;
+    if (!text.startsWith(prefix) || !text.endsWith("\n")) throw new Error(`the typed text is not in the file:\n${text}`);
+    const accepted = text.slice(prefix.length, -1);
+    if (accepted !== shown) throw new Error(`Tab inserted ${JSON.stringify(accepted)}, the ghost text was ${JSON.stringify(shown)}`);
+  }, { independent: true });
 } finally {
   clearTimeout(timeoutAll);
   if (page && steps.broken) await shot("failure");

@@ -26,8 +26,39 @@ EDIT_EXTRA_TOKENS = 64
 
 
 def strip_fences(text: str) -> str:
+    """The code in a model's answer: without a surrounding ``` fence, and without what small
+    models add after the code (a closing fence they never opened, then an explanation)."""
     m = FENCE.match(text)
-    return m.group(1) if m else text
+    if m:
+        return m.group(1)
+    lines = text.split("\n")
+    if lines and lines[0].lstrip().startswith("```"):
+        lines = lines[1:]  # an opening fence whose end is missing or followed by prose
+    for i, line in enumerate(lines):
+        if line.strip().startswith("```"):
+            # The code ends where its fence does; each code line ended with a newline.
+            return "".join(f"{code}\n" for code in lines[:i])
+    return "\n".join(lines)
+
+
+def _as_lines(text: str) -> str:
+    return text if text.endswith("\n") or not text else text + "\n"
+
+
+def fit_ending(original: str, rewrite: str) -> str:
+    """The rewrite ends the way the selection did: with a newline or without one."""
+    if not original.endswith("\n") and rewrite.endswith("\n"):
+        return rewrite[:-1]
+    return rewrite
+
+
+def drop_restated_prefix(prefix: str, text: str) -> str:
+    """Small models often repeat the text before the cursor before continuing it: drop the
+    longest start of the completion that the document already has just before the cursor."""
+    for k in range(min(len(prefix), len(text)), 0, -1):
+        if prefix.endswith(text[:k]) and ("\n" in text[:k] or k == len(prefix) or k >= 8):
+            return text[k:]
+    return text
 
 
 def offset_of(text: str, line: int, character: int) -> int:
@@ -122,7 +153,12 @@ def register(server: IngotServer) -> None:
         original = text[start:end]
         messages = [
             {"role": "system", "content": EDIT_SYSTEM},
-            {"role": "user", "content": f"Instruction: {p.instruction}\n\nSelection:\n{original}"},
+            # Whole lines read as a code block: end the selection with its newline in the prompt
+            # (small models rewrite a clipped last line far less reliably).
+            {
+                "role": "user",
+                "content": f"Instruction: {p.instruction}\n\nSelection:\n{_as_lines(original)}",
+            },
         ]
         model = await pick_model(server, p.model)
         assert model is not None
@@ -143,7 +179,7 @@ def register(server: IngotServer) -> None:
                 uri=p.uri,
                 range=p.range,
                 original=original,
-                text=strip_fences(result["text"]),
+                text=fit_ending(original, strip_fences(result["text"])),
                 generation=g.GenerationResult.model_validate(result),
             )
         )
@@ -157,11 +193,12 @@ def register(server: IngotServer) -> None:
             return types.InlineCompletionList(items=[])  # nothing loaded: stay out of the way
         text = server.workspace.get_text_document(params.text_document.uri).source
         at = offset_of(text, params.position.line, params.position.character)
+        prompt = text[max(0, at - INLINE_PREFIX_CHARS) : at]
         result = await server.generate(
             "ingot/complete",
             {
                 "model": model,
-                "prompt": text[max(0, at - INLINE_PREFIX_CHARS) : at],
+                "prompt": prompt,
                 "suffix": text[at : at + INLINE_SUFFIX_CHARS],
                 "maxTokens": 48,
                 "temperature": 0,
@@ -170,7 +207,7 @@ def register(server: IngotServer) -> None:
                 "kind": "inline",
             },
         )
-        insert = strip_fences(result["text"])
+        insert = drop_restated_prefix(prompt, strip_fences(result["text"]))
         if not insert.strip():
             return types.InlineCompletionList(items=[])
         pos = params.position

@@ -1,0 +1,249 @@
+"""Benchmark: Ingot vs. llama.cpp's server on the same weights (the default model's Q4_1 GGUF).
+
+In one run, interleaved so machine noise hits every path: a bare onnxruntime-genai loop on the
+exact import; Ingot's REST server (SSE) serving the exact GGUF import and the builder's int8
+build; and llama-cpp-python's OpenAI server on the GGUF itself. Reports TTFT (~60-token chat
+prompt), prefill tok/s (a ~490-token prompt), decode tok/s, peak RSS of the process that holds
+the model, aggregate tok/s at concurrency 1/4/8, and the ONNX models' KL fidelity.
+
+    bash scripts/setup_llamacpp.sh            # once: compiles llama.cpp (~26 min on 2 cores)
+    .venv/bin/python scripts/bench_llamacpp.py [--reps 5] [--tokens 128] [--threads 2] [-o json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scripts.bench_rest import MESSAGES, bare_run, start_server  # noqa: E402
+
+LLAMA_PYTHON = REPO / ".cache" / "llamacpp-venv" / "bin" / "python"
+LONG = [{"role": "user", "content": "Summarise this text. " + "The river runs to the sea. " * 70}]
+
+
+def peak_rss(pid: int) -> int:
+    """VmHWM: the most resident memory the process has had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def stream(
+    http: aiohttp.ClientSession, url: str, model: str, messages: list[dict[str, str]], n: int
+) -> dict[str, float]:
+    """One streamed chat; times are taken as each content chunk arrives at the client."""
+    body = {"model": model, "messages": messages, "max_tokens": n, "temperature": 0, "stream": True}
+    t0 = time.perf_counter()
+    stamps: list[float] = []
+    buf = b""
+    async with http.post(url + "/v1/chat/completions", json=body) as r:
+        assert r.status == 200, await r.text()
+        async for line in r.content:
+            buf = line.strip()
+            if not buf.startswith(b"data: {"):
+                continue
+            delta = json.loads(buf[6:])["choices"]
+            if delta and (delta[0].get("delta") or {}).get("content"):
+                stamps.append(time.perf_counter())
+    count = len(stamps)
+    decode = (count - 1) / (stamps[-1] - stamps[0]) if count > 1 else 0.0
+    return {"ttft_ms": (stamps[0] - t0) * 1000, "decode_tps": decode, "n": count}
+
+
+async def prompt_tokens(http: aiohttp.ClientSession, url: str, model: str) -> int:
+    body = {"model": model, "messages": LONG, "max_tokens": 1, "temperature": 0}
+    async with http.post(url + "/v1/chat/completions", json=body) as r:
+        return int((await r.json())["usage"]["prompt_tokens"])
+
+
+async def concurrent(http: aiohttp.ClientSession, url: str, model: str, k: int, n: int) -> float:
+    t0 = time.perf_counter()
+    runs = await asyncio.gather(*(stream(http, url, model, MESSAGES, n) for _ in range(k)))
+    return sum(r["n"] for r in runs) / (time.perf_counter() - t0)
+
+
+def start_llama(gguf: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+    if not LLAMA_PYTHON.exists():
+        raise SystemExit("llama-cpp-python is not installed: run `bash scripts/setup_llamacpp.sh`.")
+    port = free_port()
+    argv = [str(LLAMA_PYTHON), "-m", "llama_cpp.server", "--model", str(gguf)]
+    argv += ["--model_alias", "llama", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--n_threads", str(threads), "--n_ctx", "4096", "--chat_format", "chatml"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"llama.cpp's server exited with {proc.returncode}") from None
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("llama.cpp's server did not start")
+
+
+def med(xs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(x[key] for x in xs)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--concurrency-tokens", type=int, default=64)
+    ap.add_argument("--no-fidelity", action="store_true", help="skip the KL measurement")
+    ap.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    args = ap.parse_args()
+
+    from engine.compile import locate_pypi_file, measure_fidelity
+    from tests.support.exact_model import build_exact_model
+    from tests.support.models import GGUF_FILE, GGUF_PACKAGE, GGUF_VERSION, build_default_model
+    from tests.support.paths import TEST_BUILD_ROOT
+
+    hf, int8_dir = build_default_model(TEST_BUILD_ROOT)
+    _, exact_dir = build_exact_model(TEST_BUILD_ROOT)
+    gguf = locate_pypi_file(GGUF_PACKAGE, GGUF_FILE, GGUF_VERSION)
+
+    import onnxruntime_genai as og
+
+    cfg = og.Config(str(exact_dir))
+    cfg.clear_providers()
+    so = {"intra_op_num_threads": args.threads}
+    cfg.overlay(json.dumps({"model": {"decoder": {"session_options": so}}}))
+    bare_model = og.Model(cfg)
+    bare_tok = og.Tokenizer(bare_model)
+
+    home = Path(tempfile.mkdtemp(prefix="ingot-bench-llamacpp-"))
+    ingot, ingot_url = start_server(home, args.threads)
+    llama, llama_url = start_llama(gguf, args.threads)
+    paths = {
+        "ingot-exact": (ingot_url, "exact"),
+        "ingot-int8": (ingot_url, "int8"),
+        "llama.cpp": (llama_url, "llama"),
+    }
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "threads": args.threads,
+        "tokens": args.tokens,
+        "reps": args.reps,
+    }
+    try:
+        timeout = aiohttp.ClientTimeout(total=None)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            for name, folder in (("exact", exact_dir), ("int8", int8_dir)):
+                reg = {"path": str(folder), "name": name}
+                async with http.post(ingot_url + "/ingot/v1/models/register", json=reg) as r:
+                    assert r.status == 200, await r.text()
+                async with http.post(
+                    f"{ingot_url}/ingot/v1/models/{name}/load", json={"ttl": -1}
+                ) as r:
+                    assert r.status == 200, await r.text()
+            for url, model in paths.values():  # warm up
+                await stream(http, url, model, MESSAGES, 8)
+            bare_run(og, bare_model, bare_tok, 8)
+            runs: dict[str, list[dict[str, float]]] = {k: [] for k in ("bare", *paths)}
+            prefill: dict[str, list[float]] = {k: [] for k in paths}
+            n_long = {k: await prompt_tokens(http, url, m) for k, (url, m) in paths.items()}
+            for _ in range(args.reps):
+                runs["bare"].append(bare_run(og, bare_model, bare_tok, args.tokens))
+                for name, (url, model) in paths.items():
+                    runs[name].append(await stream(http, url, model, MESSAGES, args.tokens))
+                    first = await stream(http, url, model, LONG, 1)
+                    prefill[name].append(n_long[name] / (first["ttft_ms"] / 1000))
+            conc: dict[str, dict[int, float]] = {k: {} for k in paths}
+            for k in (1, 4, 8):
+                for name, (url, model) in paths.items():
+                    conc[name][k] = await concurrent(http, url, model, k, args.concurrency_tokens)
+            async with http.get(ingot_url + "/ingot/v1/status") as r:
+                loaded = {m["alias"]: m["runtimeInfo"]["pid"] for m in (await r.json())["loaded"]}
+        rss = {
+            "ingot-exact": peak_rss(loaded["exact"]),
+            "ingot-int8": peak_rss(loaded["int8"]),
+            "llama.cpp": peak_rss(llama.pid),
+        }
+    finally:
+        for proc in (ingot, llama):
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    result["paths"] = {
+        name: {
+            "ttft_ms": med(rs, "ttft_ms"),
+            "decode_tps": med(rs, "decode_tps"),
+            **(
+                {
+                    "prefill_tps": statistics.median(prefill[name]),
+                    "prompt_tokens_long": n_long[name],
+                    "peak_rss_mb": rss[name] / 2**20,
+                    "aggregate_tps": conc[name],
+                }
+                if name in paths
+                else {}
+            ),
+        }
+        for name, rs in runs.items()
+    }
+    if not args.no_fidelity:
+        for name, folder in (("ingot-exact", exact_dir), ("ingot-int8", int8_dir)):
+            report = measure_fidelity(folder, hf, threads=args.threads)
+            result["paths"][name]["mean_kl"] = report.mean_kl
+    lc, ex, i8 = (result["paths"][k] for k in ("llama.cpp", "ingot-exact", "ingot-int8"))
+    result["vs_llamacpp"] = {
+        "exact_decode_ratio": ex["decode_tps"] / lc["decode_tps"],
+        "exact_ttft_ratio": ex["ttft_ms"] / lc["ttft_ms"],
+        "int8_decode_ratio": i8["decode_tps"] / lc["decode_tps"],
+        "int8_ttft_ratio": i8["ttft_ms"] / lc["ttft_ms"],
+    }
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"{result['machine']}, {args.threads} threads, {args.tokens} tokens, median of {args.reps}"
+    )
+    hdr = f"{'path':12} {'TTFT ms':>8} {'prefill t/s':>12} {'decode t/s':>11} {'peak RSS MB':>12}"
+    print(hdr + f" {'agg@1':>7} {'agg@4':>7} {'agg@8':>7} {'KL':>8}")
+    for name, p in result["paths"].items():
+        agg = p.get("aggregate_tps", {})
+        print(
+            f"{name:12} {p['ttft_ms']:8.1f} {p.get('prefill_tps', 0):12.0f} "
+            f"{p['decode_tps']:11.1f} {p.get('peak_rss_mb', 0):12.0f} "
+            + " ".join(f"{agg.get(k, 0):7.1f}" for k in (1, 4, 8))
+            + (f" {p['mean_kl']:8.4f}" if "mean_kl" in p else "")
+        )
+    v = result["vs_llamacpp"]
+    print(
+        f"vs llama.cpp: exact import decode {v['exact_decode_ratio']:.2f}x, TTFT "
+        f"{v['exact_ttft_ratio']:.2f}x; int8 decode {v['int8_decode_ratio']:.2f}x, TTFT "
+        f"{v['int8_ttft_ratio']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

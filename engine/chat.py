@@ -60,6 +60,20 @@ def _text_of(content: Any, where: str) -> str:
     raise InvalidRequest(f"{where}.content must be a string or a list of text parts.")
 
 
+def check_text(text: str, param: str) -> None:
+    """Text a tokenizer cannot take (a lone UTF-16 surrogate, as JSON allows) is the caller's
+    error, said as such, not a failure deep in the runtime."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidRequest(
+            f"{param} contains a character that is not valid Unicode ({e.reason} at "
+            f"position {e.start}).",
+            hint="Send UTF-8 text; lone surrogates (\\ud800-\\udfff) cannot be tokenized.",
+            param=param,
+        ) from None
+
+
 def normalize_messages(messages: list[Message]) -> list[Message]:
     """OpenAI-style messages -> plain {role, content} text messages any chat template accepts."""
     if not messages:
@@ -76,6 +90,7 @@ def normalize_messages(messages: list[Message]) -> list[Message]:
                 param=f"{where}.role",
             )
         text = _text_of(m.get("content"), where)
+        check_text(text, f"{where}.content")
         if role == "assistant" and m.get("tool_calls"):
             calls = [
                 {

@@ -64,8 +64,6 @@ class TtlLoader:
         default_ttl_s: float,
         threads: int | None,
         queue_limit: int = 16,
-        # Concurrency a runtime plans per variant; the larger of it and the instance's own wins.
-        concurrency_for: Callable[[ModelVariant], int | None] = lambda v: None,
     ) -> None:
         self._runtime_for = runtime_for
         self._folder_for = folder_for
@@ -75,12 +73,12 @@ class TtlLoader:
         self.default_ttl_s = default_ttl_s
         self.threads = threads
         self.queue_limit = queue_limit
-        self._concurrency_for = concurrency_for
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._expiry_task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._closing_tasks: set[asyncio.Task[None]] = set()
 
     # -- queries -------------------------------------------------------------------------------
     def loaded(self) -> list[LoadedModel]:
@@ -145,9 +143,7 @@ class TtlLoader:
         entry = LoadedModel(
             variant=variant,
             instance=instance,
-            scheduler=ModelScheduler(
-                max(self._concurrency_for(variant) or 1, instance.concurrency), self.queue_limit
-            ),
+            scheduler=ModelScheduler(max(1, instance.concurrency), self.queue_limit),
             ttl_s=ttl,
             loaded_at=now,
             last_used=now,
@@ -167,6 +163,10 @@ class TtlLoader:
         # Running generations see the exit on their own streams and fail with this reason.
         del self._loaded[vid]
         self._emit(vid, "failed", reason)
+        # What is left of it (pipes, an HTTP pool, reader tasks) is released in the background.
+        task = asyncio.get_running_loop().create_task(entry.instance.close())
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
         self._wakeup.set()
 
     async def _make_room(self, variant: ModelVariant) -> None:

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 from engine.catalog.variant import ModelVariant
 from engine.errors import RuntimeUnavailable
 from engine.runtimes.base import Runtime
-
-
-@runtime_checkable
-class BatchingRuntime(Protocol):
-    """A runtime that serves many requests on one model at once (vLLM's continuous batching)."""
-
-    def concurrency(self, variant: ModelVariant) -> int: ...
 
 
 class RuntimeSelector:
@@ -30,9 +21,3 @@ class RuntimeSelector:
         if why:
             raise RuntimeUnavailable(f"{v.id} cannot run here: {why}.", model=v.id)
         return self.runtimes[v.runtime]
-
-    def concurrency_for(self, v: ModelVariant) -> int:
-        """How many requests the loader's scheduler lets run on `v` at once (1 unless its
-        runtime batches)."""
-        rt = self.runtimes.get(v.runtime)
-        return max(1, rt.concurrency(v)) if isinstance(rt, BatchingRuntime) else 1

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from engine.cache import ModelCache
 from engine.catalog.catalog import ModelCatalog
 from engine.catalog.fit import check_fit
 from engine.catalog.variant import Device, ModelVariant
-from engine.chat import prepare_chat
+from engine.chat import check_text, prepare_chat
 from engine.clock import Clock
 from engine.compile.fidelity import FidelityReport
 from engine.config import EngineConfig
@@ -108,7 +109,9 @@ class EngineService:
         while True:
             for entry in self.loader.loaded():
                 try:
-                    await entry.instance.runtime_metrics()
+                    # A stalled runtime must not freeze the other models' metrics.
+                    async with asyncio.timeout(2.0):
+                        await entry.instance.runtime_metrics()
                 except Exception as e:  # a metrics hiccup never takes the engine down
                     log.debug("runtime metrics of %s failed: %s", entry.variant.id, e)
             await asyncio.sleep(self.config.telemetry_interval_s)
@@ -288,6 +291,7 @@ class EngineService:
             path, default_name = view.path, v.alias
         else:
             default_name = path.stem if path.is_file() else path.name
+
         def work(prog: ProgressCallback, on_state: StateCallback) -> ModelVariant:
             return self.provisioner.compile_source(
                 path.resolve(),
@@ -455,6 +459,9 @@ class EngineService:
 
     def complete(self, req: CompletionRequest) -> AsyncIterator[GenerationStreamEvent]:
         v = self.runnable(req.model)
+        check_text(req.prompt, "prompt")
+        if req.suffix is not None:
+            check_text(req.suffix, "suffix")
 
         fim = (v.prompt_template or {}).get("fim") if v.capabilities.fim else None
 
@@ -463,9 +470,9 @@ class EngineService:
                 return PromptPlan(req.prompt)
             if fim:
                 # The model was trained for fill-in-the-middle: its own FIM tokens, raw.
-                return PromptPlan(
-                    fim.replace("{prefix}", req.prompt).replace("{suffix}", req.suffix)
-                )
+                parts = {"prefix": req.prompt, "suffix": req.suffix}
+                # One pass: a prompt that itself contains "{suffix}" (an f-string) stays intact.
+                return PromptPlan(re.sub(r"\{(prefix|suffix)\}", lambda m: parts[m[1]], fim))
             msgs = [
                 {"role": "system", "content": FIM_SYSTEM},
                 {"role": "user", "content": f"{req.prompt}<CURSOR>{req.suffix}"},

@@ -139,6 +139,9 @@ class OnnxGenaiInstance:
         except WorkerFailed as e:
             self.worker.close_stream(rid)
             raise GenerationFailed(e.message) from e
+        except BaseException:
+            self.worker.close_stream(rid)
+            raise
         remove = halt.on_halt(lambda _: self._send_halt(rid))
         try:
             while True:

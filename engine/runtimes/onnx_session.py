@@ -90,10 +90,11 @@ class Sequence:
         self._first: float | None = None
         self._produced = 0
         self._gen: Any = None
-        tokens = [int(t) for t in session.tokenizer.encode(job["prompt"])]
-        self._prompt_tokens = len(tokens)
-        self._max_new = max(1, min(int(job["max_new"]), session.context_length - len(tokens)))
+        self._prompt_tokens = 0
         try:
+            tokens = [int(t) for t in session.tokenizer.encode(job["prompt"])]
+            self._prompt_tokens = len(tokens)
+            self._max_new = max(1, min(int(job["max_new"]), session.context_length - len(tokens)))
             gp = og.GeneratorParams(session.model)
             gp.set_search_options(
                 **search_options(job.get("params") or {}, len(tokens) + self._max_new)

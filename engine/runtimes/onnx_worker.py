@@ -20,6 +20,7 @@ import queue
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -66,6 +67,16 @@ class Worker:
             return jobs
 
     def _run_jobs(self) -> None:
+        try:
+            self._schedule()
+        except BaseException:
+            # A token loop that died leaves a process that answers nothing: end it, so the
+            # engine sees the exit, fails what was waiting and loads the model again.
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
+
+    def _schedule(self) -> None:
         """Admit new requests, then step one sequence a token: the most urgent class first
         (interactive before chat before batch), round-robin within a class, and anything left
         unstepped for AGING_S goes next, so a completion typed during a long chat answers at

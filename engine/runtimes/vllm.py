@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import cast
 
 from engine.catalog.variant import ModelVariant
-from engine.errors import IngotError, LoadFailed, RuntimeUnavailable
+from engine.errors import LoadFailed, RuntimeUnavailable
 from engine.hardware import HardwareProfile, probe_hardware
 from engine.progress import Progress, ProgressCallback
 from engine.runtimes.base import RuntimeCapabilities
@@ -95,7 +95,6 @@ class VllmRuntime:
         self.load_timeout_s = load_timeout_s
         self._install: VllmInstall | None = None
         self._probed_at = -INSTALL_RECHECK_S
-        self._concurrency: dict[str, int] = {}
 
     def install(self) -> VllmInstall:
         now = time.monotonic()
@@ -138,15 +137,6 @@ class VllmRuntime:
         prefs = load_preferences(self.preferences_path, variant)
         return plan_vllm(variant, self.hardware(), self.device_for(variant), prefs, kv)
 
-    def concurrency(self, variant: ModelVariant) -> int:
-        """Requests the loader may run at once on this model: vLLM batches them continuously."""
-        if (known := self._concurrency.get(variant.id)) is not None:
-            return known
-        try:
-            return self.plan(variant).max_num_seqs
-        except IngotError:
-            return 1
-
     async def load(
         self,
         variant: ModelVariant,
@@ -159,7 +149,6 @@ class VllmRuntime:
             inst = await self._attach(variant, progress)
         else:
             inst = await self._start(variant, folder, progress)
-        self._concurrency[variant.id] = inst.concurrency
         return inst
 
     async def _start(

@@ -80,7 +80,8 @@ class WorkerProcess:
     def send(self, msg: dict[str, Any]) -> None:
         if not self.alive or self.proc is None or self.proc.stdin is None:
             raise WorkerFailed(self._gone_message())
-        line = json.dumps(msg, ensure_ascii=False, separators=(",", ":")) + "\n"
+        # ASCII JSON: a lone surrogate in a prompt travels escaped instead of failing to encode.
+        line = json.dumps(msg, separators=(",", ":")) + "\n"
         self.proc.stdin.write(line.encode("utf-8"))
 
     async def call(self, op: str, **fields: Any) -> Any:
@@ -127,6 +128,9 @@ class WorkerProcess:
                         fut.set_result(msg.get("result"))
         except Exception:
             log.exception("%s: unreadable message from the worker", self.name)
+            # Its replies can no longer be matched: end it rather than wait on it forever.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         code = await self.proc.wait()
         self._ended(code)
 

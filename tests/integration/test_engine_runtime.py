@@ -409,3 +409,14 @@ async def test_regex_and_grammar_constraints(service: EngineService) -> None:
     assert res.text in ("The answer is yes.", "The answer is no.")
     with pytest.raises(InvalidRequest):
         await run(service, ChatRequest(MODEL, ask, response_format={"type": "regex"}))
+
+
+async def test_a_lone_surrogate_is_a_clear_error_and_the_model_keeps_working(
+    service: EngineService,
+) -> None:
+    bad = [{"role": "user", "content": "half a pair: \ud800 here"}]
+    with pytest.raises(InvalidRequest) as e:
+        await run(service, ChatRequest(MODEL, bad))
+    assert "not valid Unicode" in e.value.message
+    res = await run(service, ChatRequest(MODEL, HELLO, SamplingParams(max_tokens=3)))
+    assert res.usage.completion_tokens == 3

@@ -58,3 +58,11 @@ async def test_fim_models_get_their_fim_prompt_others_an_instruction(tmp_path: P
         assert "<CURSOR>" in chatty and "fim_prefix" not in chatty
     finally:
         await svc.close()
+
+
+def test_fim_substitution_keeps_braces_in_the_users_code() -> None:
+    import re
+
+    parts = {"prefix": 'print(f"{suffix}")', "suffix": "{prefix}"}
+    out = re.sub(r"\{(prefix|suffix)\}", lambda m: parts[m[1]], FIM)
+    assert out == '<|fim_prefix|>print(f"{suffix}")<|fim_suffix|>{prefix}<|fim_middle|>'

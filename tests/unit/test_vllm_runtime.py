@@ -31,8 +31,7 @@ from engine.runtimes.vllm_client import VllmClient, completion_body, parse_metri
 from engine.runtimes.vllm_install import VllmInstall
 from engine.runtimes.vllm_instance import VllmInstance
 from engine.runtimes.vllm_server import VllmServer
-from engine.selector import RuntimeSelector
-from tests.unit.fakes import FakeRuntime, variant
+from tests.unit.fakes import variant
 
 KV = KvShape(30, 3, 64, 2)
 HW = HardwareProfile("test", 2, 2, 24 * 1024**3, 20 * 1024**3)
@@ -147,12 +146,12 @@ def test_build_and_device_must_match(tmp_path: Path) -> None:
     assert runtime_with(None, tmp_path).unavailable_reason(remote) is None
 
 
-def test_vllm_models_get_the_plans_concurrency_and_onnx_one(tmp_path: Path) -> None:
-    sel = RuntimeSelector({"onnx-genai": FakeRuntime(), "vllm": runtime_with("cpu", tmp_path)})
-    assert sel.concurrency_for(vllm_variant()) == 16
-    assert sel.concurrency_for(variant("onnx-one")) == 1
+def test_the_plans_sequences_follow_the_preferences(tmp_path: Path) -> None:
+    # A loaded vLLM instance admits plan.max_num_seqs requests at once (its `concurrency`).
+    rt = runtime_with("cpu", tmp_path)
+    assert rt.plan(vllm_variant()).max_num_seqs == 16
     (tmp_path / "vllm.json").write_text(json.dumps({"defaults": {"max_num_seqs": 4}}))
-    assert sel.concurrency_for(vllm_variant()) == 4
+    assert rt.plan(vllm_variant()).max_num_seqs == 4
 
 
 # -- streaming against a fake vLLM -------------------------------------------------------------------

@@ -92,6 +92,8 @@ def start_llama(gguf: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]
     argv = [str(LLAMA_PYTHON), "-m", "llama_cpp.server", "--model", str(gguf)]
     argv += ["--model_alias", "llama", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--n_threads", str(threads), "--n_ctx", "4096", "--chat_format", "chatml"]
+    # By default a new request interrupts the running one: queue them instead, as Ingot does.
+    argv += ["--interrupt_requests", "False", "--verbose", "False"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):

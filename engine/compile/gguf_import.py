@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.compile.child import run_step
-from engine.compile.compiler import Compiler
+from engine.compile.compiler import Compiler, _claim_empty
 from engine.compile.toolchain import ALL_MODULES, child_env, require_modules
 from engine.errors import CompileFailed
 from engine.progress import CancelToken, Progress, ProgressCallback
@@ -56,21 +56,6 @@ def _scaled(progress: ProgressCallback, lo: float, hi: float) -> ProgressCallbac
         progress(Progress(stage="compile", message=p.message, fraction=fraction))
 
     return report
-
-
-def _claim_empty(out_dir: Path) -> None:
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise CompileFailed(
-            f"The {IMPORT_STEP} needs an empty output folder, but {out_dir} has files in it.",
-            hint="Empty or remove the folder and try again.",
-        )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CompileFailed(
-            f"The {IMPORT_STEP} cannot create {out_dir}: {e.strerror or e}.",
-            hint="Check the permissions and free space of the cache folder.",
-        ) from e
 
 
 def _refuse_inexact(gguf: Path, inspected: dict[str, Any]) -> None:
@@ -121,7 +106,7 @@ def import_gguf(
             hint="Check the path, or download the model again (`ingot model download`).",
         )
     require_modules(python, IMPORT_MODULES, step=IMPORT_STEP)
-    _claim_empty(out_dir)
+    _claim_empty(out_dir, IMPORT_STEP)
     work = out_dir.parent / f".{out_dir.name}.import-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     compiler = Compiler(python)

@@ -30,6 +30,7 @@ from server.translate import request_telemetry
 
 # Replies that may still turn out to be a tool call (see engine.chat.parse_tool_calls).
 _CALL_PREFIXES = ("{", "[", "<tool_call>", "```json", "```\n{")
+_CALL_PREFIX_MAX = max(map(len, _CALL_PREFIXES))
 
 
 def _ttl(req: oa._Generation) -> float | None:
@@ -307,6 +308,7 @@ class OpenAIRoutes:
         include_usage: bool,
     ) -> web.StreamResponse:
         async def run() -> None:
+            nonlocal hold_all
             # The first event comes before the response starts, so a prompt that does not fit or
             # a full queue is still an HTTP error rather than an error inside a 200 stream.
             ev: GenerationStreamEvent | None = await anext(events)
@@ -323,10 +325,14 @@ class OpenAIRoutes:
                 else:
                     # A reply that may be a tool call is held back until it clearly is not one.
                     held.append(ev.text)
-                    text = "".join(held).lstrip()
-                    if not hold_all and text and not _may_be_call(text):
-                        holding = False
-                        await stream.content("".join(held))
+                    if not hold_all:
+                        head = "".join(held).lstrip()
+                        if head and not _may_be_call(head[:_CALL_PREFIX_MAX]):
+                            holding = False
+                            await stream.content("".join(held))
+                        elif len(head) >= _CALL_PREFIX_MAX:
+                            # It starts like a call: hold it to the end, with no more checks.
+                            hold_all = True
                 ev = await anext(events, None)
 
         return await stream.run(run(), events)

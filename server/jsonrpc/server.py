@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -22,7 +22,7 @@ from engine.events import ModelStateEvent
 from engine.service import EngineService
 from protocol.jsonrpc.service import InitializationOptions
 from server import translate
-from server.jsonrpc.forwarding import Forwarder
+from server.jsonrpc.forwarding import Forwarder, OwnerUnreachable
 from server.jsonrpc.protocol import IngotProtocol, RpcError
 from server.rest.settings import RestSettings
 from server.state import (
@@ -37,6 +37,7 @@ from server.state import (
 log = logging.getLogger("ingot.jsonrpc")
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 INVALID_REQUEST = -32600
 ALREADY_INITIALIZED = (
     "The engine is already initialized: send `initialize` once per connection. "
@@ -239,6 +240,18 @@ class IngotServer(LanguageServer):
             ),
         )
         return True
+
+    async def ask_owner(self, ask: Callable[[Forwarder], Awaitable[T]]) -> T | None:
+        """Ask the engine that owns the home, when this one forwards; None when this engine
+        serves the home itself (possibly because it just took over from an owner that died)."""
+        while (fwd := self.forwarder) is not None:
+            try:
+                return await ask(fwd)
+            except OwnerUnreachable as e:
+                # Refused: the request never reached the owner, so asking again is safe.
+                if not (e.refused and await self.take_over()):
+                    raise
+        return None
 
     async def take_over(self) -> bool:
         """The owner this engine forwards to refused the connection: forward to the home's new

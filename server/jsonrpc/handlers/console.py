@@ -8,7 +8,6 @@ from typing import Any
 
 from engine.errors import InvalidRequest
 from protocol.jsonrpc import generation as g
-from server.jsonrpc.forwarding import OwnerUnreachable
 from server.jsonrpc.server import IngotServer, dump, parse
 
 MAX_SESSIONS = 64
@@ -52,13 +51,8 @@ def register(server: IngotServer) -> None:
         return s
 
     async def model_facts(model: str) -> tuple[str, int]:
-        if server.forwarder is not None:
-            try:
-                info = await server.forwarder.call("ingot/model/info", {"model": model})
-            except OwnerUnreachable as e:
-                if e.refused and await server.take_over():
-                    return await model_facts(model)
-                raise
+        info = await server.ask_owner(lambda f: f.call("ingot/model/info", {"model": model}))
+        if info is not None:
             return info["id"], int(info["contextLength"])
         variant = server.service.runnable(model)
         return variant.id, variant.context_length

@@ -10,7 +10,6 @@ from lsprotocol import types
 from engine.errors import InvalidRequest, ModelNotLoaded
 from protocol.jsonrpc import generation as g
 from server import translate
-from server.jsonrpc.forwarding import OwnerUnreachable
 from server.jsonrpc.handlers.streaming import drain
 from server.jsonrpc.server import IngotServer, dump, parse
 
@@ -85,13 +84,8 @@ async def pick_model(server: IngotServer, requested: str | None, quiet: bool = F
         return requested
     if server.options.inline_model:
         return server.options.inline_model
-    if server.forwarder is not None:
-        try:
-            status = await server.forwarder.call_status()
-        except OwnerUnreachable as e:
-            if e.refused and await server.take_over():
-                return await pick_model(server, requested, quiet)
-            raise
+    status = await server.ask_owner(lambda f: f.call_status())
+    if status is not None:
         loaded = [m["id"] for m in status.get("loaded", [])]
         chosen = loaded[0] if loaded else None
     else:
@@ -108,14 +102,9 @@ async def pick_model(server: IngotServer, requested: str | None, quiet: bool = F
 async def edit_max_tokens(server: IngotServer, model: str, selection: str) -> int:
     """Enough for a rewrite of the selection (about twice its tokens, plus room for a short
     insertion) but not a ramble: capped by the model's max output."""
-    if server.forwarder is not None:
-        try:
-            info = await server.forwarder.call("ingot/model/info", {"model": model})
-            cap = int(info["maxOutputTokens"])
-        except OwnerUnreachable as e:
-            if e.refused and await server.take_over():
-                return await edit_max_tokens(server, model, selection)
-            raise
+    info = await server.ask_owner(lambda f: f.call("ingot/model/info", {"model": model}))
+    if info is not None:
+        cap = int(info["maxOutputTokens"])
         tokens = -(-len(selection) // 3)  # no local model to count with: ~3 chars a token
     else:
         cap = server.service.resolve(model).max_output_tokens

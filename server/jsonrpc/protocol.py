@@ -44,6 +44,10 @@ log = logging.getLogger("ingot.jsonrpc")
 
 SERVER_NOT_INITIALIZED = -32002
 INVALID_REQUEST = -32600
+ALREADY_INITIALIZED = (
+    "The engine is already initialized: send `initialize` once per connection. "
+    "The running engine is unchanged; start a new process for different options."
+)
 ALWAYS_ALLOWED = {types.INITIALIZE, types.EXIT, "$/cancelRequest", "$/setTrace"}
 
 
@@ -175,11 +179,7 @@ class IngotProtocol(LanguageServerProtocol):
         self, params: types.InitializeParams
     ) -> Generator[Any, Any, types.InitializeResult]:
         if self.initialized:
-            raise RpcError(
-                INVALID_REQUEST,
-                "The engine is already initialized: send `initialize` once per connection. "
-                "The running engine is unchanged.",
-            )
+            raise RpcError(INVALID_REQUEST, ALREADY_INITIALIZED)
         result = yield from super().lsp_initialize(params)
         self.initialized = True
         return result

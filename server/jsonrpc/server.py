@@ -23,7 +23,7 @@ from engine.service import EngineService
 from protocol.jsonrpc.service import InitializationOptions
 from server import translate
 from server.jsonrpc.forwarding import Forwarder, OwnerUnreachable
-from server.jsonrpc.protocol import IngotProtocol, RpcError
+from server.jsonrpc.protocol import ALREADY_INITIALIZED, INVALID_REQUEST, IngotProtocol, RpcError
 from server.rest.settings import RestSettings
 from server.state import (
     ServiceState,
@@ -38,11 +38,6 @@ log = logging.getLogger("ingot.jsonrpc")
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-INVALID_REQUEST = -32600
-ALREADY_INITIALIZED = (
-    "The engine is already initialized: send `initialize` once per connection. "
-    "The running engine is unchanged; start a new process for different options."
-)
 
 
 def parse(model: type[M], params: Any) -> M:

@@ -54,6 +54,20 @@ def check_context(n_prompt: int, max_tokens: int | None, context: int, model_id:
         )
 
 
+def feed_stops(matcher: StopMatcher, ev: TextDelta) -> tuple[int, str]:
+    """(completion tokens so far, text safe to emit) after one delta. A batch is fed a token at
+    a time, so a stop sequence ends both the text and the count at the token that completed it."""
+    if not ev.pieces:
+        return ev.tokens, matcher.feed(ev.text)
+    first = ev.tokens - len(ev.pieces) + 1
+    out = []
+    for i, piece in enumerate(ev.pieces):
+        out.append(matcher.feed(piece))
+        if matcher.matched:
+            return first + i, "".join(out)
+    return ev.tokens, "".join(out)
+
+
 async def run_generation(
     *,
     loader: TtlLoader,
@@ -109,8 +123,7 @@ async def run_generation(
                         if isinstance(ev, TextDelta):
                             if matcher.matched:
                                 continue  # tokens already in flight when the stop matched
-                            tokens = ev.tokens
-                            out = matcher.feed(ev.text)
+                            tokens, out = feed_stops(matcher, ev)
                             if matcher.matched:
                                 halt.halt("stop")
                             if out:

@@ -41,10 +41,18 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class TextDelta:
-    """Text decoded from the newest token(s); `tokens` counts the completion tokens so far."""
+    """Text decoded from the newest token(s); `tokens` counts the completion tokens so far.
+
+    A runtime that hands over several tokens at once gives each one's text in `pieces` (their
+    concatenation is `text`), so a stop sequence can be placed at the token that completed it."""
 
     text: str
     tokens: int
+    pieces: tuple[str, ...] = ()
+
+    @classmethod
+    def batch(cls, pieces: list[str], tokens: int) -> TextDelta:
+        return cls("".join(pieces), tokens, tuple(pieces))
 
 
 @dataclass(frozen=True)

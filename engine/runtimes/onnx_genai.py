@@ -40,8 +40,8 @@ _IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
 HALT_GRACE_S = 30.0
 # How long an unload waits for halted generations to report before stopping the worker.
 CLOSE_GRACE_S = 2.0
-# Generations one worker interleaves (each has its own KV cache), within this much KV memory.
-MAX_CONCURRENT = 4
+# Generations one worker runs at once (batched, or taking turns), within this much KV memory.
+MAX_CONCURRENT = 8
 KV_BUDGET_BYTES = 1024**3
 
 
@@ -90,15 +90,22 @@ class OnnxGenaiInstance:
         self.memory_bytes = memory
         self.worker = worker
         self.concurrency = concurrency
+        self._metrics: dict[str, float] = {}
 
     def on_exit(self, callback: Callable[[str], None]) -> None:
         self.worker.on_exit(callback)
 
     def describe(self) -> dict[str, Any]:
-        return {"pid": self.worker.pid, "concurrency": self.concurrency}
+        return {"pid": self.worker.pid, "concurrency": self.concurrency, "metrics": self._metrics}
 
     async def runtime_metrics(self) -> dict[str, float]:
-        return {}  # everything ONNX Runtime GenAI measures is in Ingot's own request records
+        """The worker's batching counters (rows decoding together, steps, tokens); per-request
+        timings are in Ingot's own request records."""
+        if self.worker.alive:
+            with contextlib.suppress(WorkerFailed):
+                got = await self.worker.call("metrics")
+                self._metrics = {str(k): float(v) for k, v in dict(got).items()}
+        return dict(self._metrics)
 
     async def count_tokens(self, text: str) -> int:
         return int(await self._call("count", text=text))
@@ -146,9 +153,9 @@ class OnnxGenaiInstance:
         try:
             while True:
                 msg = await events.get()
-                if "text" in msg:
+                if "texts" in msg:
                     produced = int(msg["n"])
-                    yield TextDelta(msg["text"], produced)
+                    yield TextDelta.batch(msg["texts"], produced)
                     continue
                 ended = True
                 if "stats" in msg:
@@ -180,7 +187,7 @@ class OnnxGenaiInstance:
             async with asyncio.timeout(HALT_GRACE_S):
                 while True:
                     msg = await events.get()
-                    if "text" not in msg:
+                    if "texts" not in msg:
                         return
 
     @staticmethod
@@ -266,6 +273,7 @@ class OnnxGenaiRuntime:
             name=f"model worker for {variant.id}",
         )
         await worker.start()
+        slots = interleaved_sequences(variant, kv_bytes_per_token(variant, folder))
         try:
             progress(Progress("load", f"Loading {variant.id}", 0.1))
             info = await worker.call(
@@ -273,6 +281,7 @@ class OnnxGenaiRuntime:
                 folder=str(folder),
                 device=variant.device,
                 threads=threads or os.cpu_count() or 1,
+                rows=slots,
             )
             assert worker.pid is not None
             memory = psutil.Process(worker.pid).memory_info().rss
@@ -286,5 +295,4 @@ class OnnxGenaiRuntime:
             await worker.close()
             raise
         progress(Progress("load", f"Loaded {variant.id}", 1.0))
-        slots = interleaved_sequences(variant, kv_bytes_per_token(variant, folder))
         return OnnxGenaiInstance(variant, worker, int(info["contextLength"]), memory, slots)

@@ -7,6 +7,7 @@ a model's own worker process (see onnx_worker.py), never on the engine's event l
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,21 @@ from pathlib import Path
 from typing import Any
 
 Emit = Callable[[dict[str, Any]], None]
+
+
+def _flush_s() -> float:
+    """Tokens go to the engine in batches at most this far apart (the first at once, the rest of
+    a generation when it ends). One message per token cost the decode loop 6-9 % on two cores:
+    each message wakes the engine, the JSON-RPC or HTTP writer and the client, and every wake-up
+    pre-empts one of ORT's two spinning intra-op threads (docs/performance.md). 50 ms is 20
+    screen updates a second; INGOT_TOKEN_FLUSH_MS=0 sends every token on its own."""
+    try:
+        return max(0.0, float(os.environ.get("INGOT_TOKEN_FLUSH_MS", "50"))) / 1000
+    except ValueError:
+        return 0.05
+
+
+FLUSH_S = _flush_s()
 
 
 def search_options(params: dict[str, Any], max_length: int) -> dict[str, Any]:
@@ -68,17 +84,17 @@ class OnnxSession:
 
     def start(self, job: dict[str, Any], halt: threading.Event, emit: Emit) -> Sequence:
         """Tokenize and prefill one request; its tokens then come from Sequence.step()."""
-        return Sequence(self, job, halt, emit)
+        return GenaiSequence(self, job, halt, emit)
 
 
 class Sequence:
-    """One generation on a shared model: its own og.Generator (and KV cache), stepped a token
-    at a time by the worker's scheduler, so several can take turns and any can pause."""
+    """One generation's bookkeeping, whatever computes its tokens: end-of-sequence and the token
+    limit, detokenising, batching the text to the engine, and the final stats. Subclasses
+    supply step(): GenaiSequence below, or a row of an onnx_batch.DecodeBatch."""
 
     def __init__(
         self, session: OnnxSession, job: dict[str, Any], halt: threading.Event, emit: Emit
     ) -> None:
-        og = session._og
         self.rid = int(job["id"])
         self.priority = int(job.get("priority", 1))
         self.halt = halt
@@ -89,65 +105,68 @@ class Sequence:
         self._started = time.monotonic()
         self._first: float | None = None
         self._produced = 0
-        self._gen: Any = None
-        self._prompt_tokens = 0
+        self._pending: list[str] = []
+        self._flushed = 0.0
+        self.prompt: list[int] = []
+        self.max_new = 1
         try:
-            tokens = [int(t) for t in session.tokenizer.encode(job["prompt"])]
-            self._prompt_tokens = len(tokens)
-            self._max_new = max(1, min(int(job["max_new"]), session.context_length - len(tokens)))
-            gp = og.GeneratorParams(session.model)
-            gp.set_search_options(
-                **search_options(job.get("params") or {}, len(tokens) + self._max_new)
+            self.prompt = [int(t) for t in session.tokenizer.encode(job["prompt"])]
+            self.max_new = max(
+                1, min(int(job["max_new"]), session.context_length - len(self.prompt))
             )
-            if (constraint := job.get("constraint")) is not None:
-                gp.set_guidance(constraint["kind"], constraint["text"])
-            self._gen = og.Generator(session.model, gp)
             self._stream = session.tokenizer.create_stream()
-            if not halt.is_set():
-                self._gen.append_tokens(tokens)  # the prefill
         except Exception as e:
-            self._fail(e)
+            self.fail(e)
 
     def step(self) -> None:
         """Generate one token (or finish: EOS, max tokens, halted)."""
+        raise NotImplementedError
+
+    def accept(self, tok: int) -> None:
+        """The token chosen next for this sequence."""
+        self.last_step = time.monotonic()
+        if self._first is None:
+            self._first = self.last_step
+        if tok in self._session.eos:
+            self.finish("stop")
+            return
+        self._produced += 1
+        self._pending.append(self._stream.decode(tok))
+        if self.last_step - self._flushed >= FLUSH_S:
+            self._flush()
+        if self._produced >= self.max_new:
+            self.finish("length")
+
+    def _flush(self) -> None:
+        """Send the tokens decoded since the last batch: one text per token, so the engine
+        still counts exactly (a stop sequence ends the count at the token that held it)."""
+        if self._pending:
+            self._emit({"id": self.rid, "texts": self._pending, "n": self._produced})
+            self._pending = []
+        self._flushed = time.monotonic()
+
+    def _release(self) -> None:
+        """Free what computes this sequence's tokens (its KV cache) now, not at the next GC."""
+
+    def fail(self, e: Exception) -> None:
         if self.done:
             return
-        if self.halt.is_set():
-            self._finish("halted")
-            return
-        try:
-            gen = self._gen
-            if gen.is_done():
-                self._finish("length")
-                return
-            gen.generate_next_token()
-            tok = int(gen.get_next_tokens()[0])
-            self.last_step = time.monotonic()
-            if self._first is None:
-                self._first = self.last_step
-            if tok in self._session.eos:
-                self._finish("stop")
-                return
-            self._produced += 1
-            self._emit({"id": self.rid, "text": self._stream.decode(tok), "n": self._produced})
-            if self._produced >= self._max_new:
-                self._finish("length")
-        except Exception as e:  # the runtime's own errors, surfaced as a clean engine error
-            self._fail(e)
-
-    def _fail(self, e: Exception) -> None:
+        self._flush()
         self.done = True
-        self._gen = None
+        self._release()
         self._emit({"id": self.rid, "error": f"Generation failed in ONNX Runtime GenAI: {e}"})
 
-    def _finish(self, reason: str) -> None:
+    def finish(self, reason: str) -> None:
+        if self.done:
+            return
+        self._flush()
         self.done = True
-        self._gen = None  # frees this sequence's KV cache now, not at the next collection
+        self._release()
         self._emit(
             {
                 "id": self.rid,
                 "stats": {
-                    "prompt_tokens": self._prompt_tokens,
+                    "prompt_tokens": len(self.prompt),
                     "completion_tokens": self._produced,
                     "started": self._started,
                     "first_token": self._first,
@@ -156,3 +175,49 @@ class Sequence:
                 },
             }
         )
+
+
+class GenaiSequence(Sequence):
+    """A sequence with its own og.Generator (and KV cache), stepped a token at a time by the
+    worker's scheduler, so several can take turns and any can pause. Constrained decoding
+    (guidance) and seeded sampling always run this way."""
+
+    def __init__(
+        self, session: OnnxSession, job: dict[str, Any], halt: threading.Event, emit: Emit
+    ) -> None:
+        super().__init__(session, job, halt, emit)
+        self._gen: Any = None
+        if self.done:
+            return
+        og = session._og
+        try:
+            gp = og.GeneratorParams(session.model)
+            gp.set_search_options(
+                **search_options(job.get("params") or {}, len(self.prompt) + self.max_new)
+            )
+            if (constraint := job.get("constraint")) is not None:
+                gp.set_guidance(constraint["kind"], constraint["text"])
+            self._gen = og.Generator(session.model, gp)
+            if not halt.is_set():
+                self._gen.append_tokens(self.prompt)  # the prefill
+        except Exception as e:
+            self.fail(e)
+
+    def step(self) -> None:
+        if self.done:
+            return
+        if self.halt.is_set():
+            self.finish("halted")
+            return
+        try:
+            gen = self._gen
+            if gen.is_done():
+                self.finish("length")
+                return
+            gen.generate_next_token()
+            self.accept(int(gen.get_next_tokens()[0]))
+        except Exception as e:  # the runtime's own errors, surfaced as a clean engine error
+            self.fail(e)
+
+    def _release(self) -> None:
+        self._gen = None

@@ -8,7 +8,8 @@ which also gives every byte of the model's memory back.
 
 Wire (one JSON object per line). Engine -> worker: `{"op": "load"|"count"|"render"|"generate"|
 "halt", "id": N, ...}`. Worker -> engine: `{"id": N, "result": ...}` or `{"id": N, "error": msg}`
-for calls; `{"id": N, "text": ..., "n": tokens}` events then one `{"id": N, "stats": {...}}` for a
+for calls; `{"id": N, "texts": [one per token], "n": tokens}` batches (see onnx_session.FLUSH_S) then one
+`{"id": N, "stats": {...}}` for a
 generation. Run as `python -m engine.runtimes.onnx_worker`; it exits when stdin closes.
 """
 
@@ -22,15 +23,28 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
+from engine.runtimes.onnx_batch import BatchedSequence, DecodeBatch, batchable_folder
 from engine.runtimes.onnx_session import OnnxSession, Sequence
 
 # Seconds a sequence may wait for a turn before it goes next whatever its class.
 AGING_S = 2.0
 
 
-def pick(live: list[Sequence], now: float) -> Sequence:
+class Unit(Protocol):
+    """What the scheduler steps: a sequence, or the DecodeBatch (all its rows at once)."""
+
+    priority: int
+    last_step: float
+
+    def step(self) -> None: ...
+
+
+U = TypeVar("U", bound=Unit)
+
+
+def pick(live: list[U], now: float) -> U:
     """The sequence to step next (see Worker._run_jobs)."""
     starving = [seq for seq in live if now - seq.last_step > AGING_S]
     if starving:
@@ -46,6 +60,11 @@ class Worker:
         self._jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._halts: dict[int, threading.Event] = {}
         self._runner = threading.Thread(target=self._run_jobs, name="ingot-token-loop", daemon=True)
+        self._batch: DecodeBatch | None = None
+        self._batch_cfg: tuple[Path, dict[str, Any]] | None = None
+        self._batch_loader: threading.Thread | None = None
+        self._threads = 1
+        self._rows = 1
 
     def send(self, msg: dict[str, Any]) -> None:
         line = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
@@ -77,26 +96,86 @@ class Worker:
             os._exit(1)
 
     def _schedule(self) -> None:
-        """Admit new requests, then step one sequence a token: the most urgent class first
-        (interactive before chat before batch), round-robin within a class, and anything left
-        unstepped for AGING_S goes next, so a completion typed during a long chat answers at
-        once and nothing starves."""
+        """Admit new requests, then step one unit: the most urgent class first (interactive
+        before chat before batch), round-robin within a class, and anything left unstepped for
+        AGING_S goes next, so a completion typed during a long chat answers at once and nothing
+        starves. A unit is one sequence with its own generator, or the DecodeBatch, whose step
+        gives every row a token: requests that arrive while others run are batched."""
         assert self._session is not None
-        active: list[Sequence] = []
-        while (jobs := self._next_jobs(wait=not active)) is not None:
+        singles: list[Sequence] = []
+        admitted: set[int] = set()
+        while (jobs := self._next_jobs(wait=not singles and self._batch_rows() == 0)) is not None:
             for job in jobs:
                 rid = int(job["id"])
-                active.append(self._session.start(job, self._halts[rid], self.send))
-            for seq in active:
+                admitted.add(rid)
+                busy = len(jobs) > 1 or bool(singles) or self._batch_rows() > 0
+                batched = self._admit_batched(job, busy)
+                if batched is None:
+                    singles.append(self._session.start(job, self._halts[rid], self.send))
+            for seq in singles:
                 if seq.halt.is_set():
                     seq.step()  # reports it halted now, whoever's turn it is
-            live = [seq for seq in active if not seq.done]
-            if live:
-                pick(live, time.monotonic()).step()
-            for seq in active:
-                if seq.done:
-                    self._halts.pop(seq.rid, None)
-            active = [seq for seq in active if not seq.done]
+            units: list[Sequence | DecodeBatch] = [seq for seq in singles if not seq.done]
+            if self._batch is not None:
+                self._batch.reap()
+                if not self._batch.done:
+                    units.append(self._batch)
+            if units:
+                pick(units, time.monotonic()).step()
+            singles = [seq for seq in singles if not seq.done]
+            live = {seq.rid for seq in singles}
+            live.update(seq.rid for seq in (self._batch.rows if self._batch else []))
+            for rid in admitted - live:
+                self._halts.pop(rid, None)
+            admitted &= live
+
+    def _batch_rows(self) -> int:
+        return len(self._batch.rows) if self._batch is not None else 0
+
+    def _admit_batched(self, job: dict[str, Any], busy: bool) -> BatchedSequence | None:
+        """Start `job` as a row of the DecodeBatch when it can be batched and something else is
+        running (alone, a sequence of its own decodes a little faster). Constrained and seeded
+        requests always get their own generator: guidance lives in ORT GenAI, and a seed must
+        give the same text however busy the model is."""
+        params = job.get("params") or {}
+        if not busy or job.get("constraint") is not None or params.get("seed") is not None:
+            return None
+        if self._batch is None:
+            self._start_batch()
+            return None
+        if self._batch.full:
+            return None
+        assert self._session is not None
+        rid = int(job["id"])
+        seq = BatchedSequence(self._session, job, self._halts[rid], self.send)
+        if seq.done:
+            return seq  # failed to tokenize: already reported
+        seq.configure(self._batch.search)
+        if seq.halt.is_set():
+            seq.finish("halted")
+            return seq
+        try:
+            self._batch.add(seq)
+        except Exception as e:
+            seq.fail(e)
+        return seq
+
+    def _start_batch(self) -> None:
+        """Build the DecodeBatch in the background the first time requests overlap; until it
+        is ready they take turns as single sequences. A model it cannot batch stays that way."""
+        if self._batch_loader is not None or self._batch_cfg is None:
+            return
+        folder, cfg = self._batch_cfg
+
+        def build() -> None:
+            try:
+                self._batch = DecodeBatch(folder, cfg, self._threads, self._rows)
+            except Exception as e:
+                print(f"ingot worker: no batching for this model: {e}", file=sys.stderr)
+                self._batch_cfg = None
+
+        self._batch_loader = threading.Thread(target=build, name="ingot-batch-load", daemon=True)
+        self._batch_loader.start()
 
     def handle(self, msg: dict[str, Any]) -> None:
         op, rid = msg.get("op"), int(msg.get("id", 0))
@@ -106,15 +185,20 @@ class Worker:
             return
         try:
             if op == "load":
-                self._session = OnnxSession(
-                    Path(msg["folder"]), str(msg["device"]), int(msg["threads"])
-                )
+                folder, device = Path(msg["folder"]), str(msg["device"])
+                self._threads = int(msg["threads"])
+                self._rows = int(msg.get("rows", 1))
+                self._session = OnnxSession(folder, device, self._threads)
+                if device == "cpu" and self._rows > 1 and (cfg := batchable_folder(folder)):
+                    self._batch_cfg = (folder, cfg)
                 self._runner.start()
                 self.send({"id": rid, "result": {"contextLength": self._session.context_length}})
                 return
             if self._session is None:
                 raise RuntimeError("no model is loaded in this worker")
-            if op == "count":
+            if op == "metrics":
+                self.send({"id": rid, "result": self.metrics()})
+            elif op == "count":
                 self.send({"id": rid, "result": self._session.count(msg["text"])})
             elif op == "render":
                 self.send({"id": rid, "result": self._session.render_chat(msg["messages"])})
@@ -125,6 +209,16 @@ class Worker:
                 raise RuntimeError(f"unknown op {op!r}")
         except Exception as e:
             self.send({"id": rid, "error": f"{type(e).__name__}: {e}"})
+
+    def metrics(self) -> dict[str, float]:
+        """Counters for status and /metrics (read without a lock: a torn read is one step old)."""
+        batch = self._batch
+        return {
+            "batching_ready": float(batch is not None),
+            "batched_rows": float(len(batch.rows) if batch else 0),
+            "batch_steps": float(batch.steps if batch else 0),
+            "batched_tokens": float(batch.tokens if batch else 0),
+        }
 
     def close(self) -> None:
         for event in list(self._halts.values()):

@@ -308,9 +308,12 @@ async def test_full_queue_is_503_with_retry_after(
             data = await r.json()
             return data["activeRequests"], data["queuedRequests"]
 
+    # Loaded first: requests that arrive during a load wait for it, not in the model's queue.
+    async with http.post(f"/ingot/v1/models/{MODEL}/load", json={}) as r:
+        assert r.status == 200, await r.text()
     try:
-        # Fill every slot the model interleaves, then its queue (--queue-limit 1).
-        for _ in range(10):
+        # Fill every slot the model runs at once, then its queue (--queue-limit 1).
+        for _ in range(12):
             posts.append(asyncio.create_task(http.post("/v1/completions", json=long)))
             for _ in range(500):
                 active, queued = await status()

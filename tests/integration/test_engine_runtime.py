@@ -102,6 +102,9 @@ async def test_max_tokens_gives_length_and_stop_sequences_cut(service: EngineSer
     )
     assert res.finish_reason == "stop"
     assert "5" not in res.text and "4" in res.text
+    # Tokens reach the engine in batches; the count still ends at the token that held the "5".
+    upto = await service.count_tokens(MODEL, prompt=res.text + "5")
+    assert abs(res.usage.completion_tokens - upto) <= 1
 
 
 async def test_prompt_longer_than_context_is_an_error_with_both_counts(
@@ -285,6 +288,59 @@ async def test_an_inline_completion_goes_ahead_of_a_long_chat(service: EngineSer
     assert inline.usage.completion_tokens > 0 and during <= 4, during
     result = await chat
     assert result.usage.completion_tokens == 300 or result.finish_reason == "stop"
+
+
+async def test_overlapping_requests_are_batched_and_answer_as_they_would_alone(
+    service: EngineService,
+) -> None:
+    await service.load(MODEL)
+    entry = service.loader.get_loaded(DEFAULT_ONNX_ID)
+    assert entry is not None
+    asks = [
+        "Name three colours.",
+        "What is the capital of France? Explain its history.",
+        "Write a haiku about rain.",
+        "How do airplanes fly?",
+    ]
+    params = SamplingParams(max_tokens=24, temperature=0)
+
+    def req(ask: str) -> ChatRequest:
+        return ChatRequest(MODEL, [{"role": "user", "content": ask}], params)
+
+    solo = [(await run(service, req(a))).text for a in asks]
+    # The first overlap builds the worker's batching session in the background.
+    await asyncio.gather(*(run(service, req(a)) for a in asks))
+    deadline = time.monotonic() + 30
+    while (await entry.instance.runtime_metrics()).get("batching_ready") != 1.0:
+        assert time.monotonic() < deadline, "the batching session never became ready"
+        await asyncio.sleep(0.2)
+    before = (await entry.instance.runtime_metrics())["batched_tokens"]
+    together = await asyncio.gather(*(run(service, req(a)) for a in asks))
+    after = await entry.instance.runtime_metrics()
+    # Greedy decoding gives token-for-token the same answers batched as alone.
+    assert [r.text for r in together] == solo
+    assert after["batched_tokens"] - before >= 2 * 20  # most of it ran as batch rows
+    assert after["batched_rows"] == 0  # and the rows are gone once the requests are
+
+    # A batch row stops within a token of its cancel; the sequence beside it carries on.
+    story = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+    long = SamplingParams(max_tokens=120, temperature=0)
+    first = asyncio.create_task(run(service, ChatRequest(MODEL, story, long)))
+    while entry.scheduler.running == 0:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    row = service.chat(ChatRequest(MODEL, story, SamplingParams(max_tokens=400)))
+    async for ev in row:
+        assert isinstance(ev, Delta)
+        if ev.tokens >= 5:
+            break
+    assert (await entry.instance.runtime_metrics())["batched_rows"] == 1
+    await row.aclose()  # type: ignore[attr-defined]
+    rec = service.telemetry.requests[-1]
+    assert rec.finish_reason == "cancelled"
+    assert (await entry.instance.runtime_metrics())["batched_rows"] == 0
+    done = await first
+    assert done.usage.completion_tokens == 120 or done.finish_reason == "stop"
 
 
 async def test_two_chats_share_the_model_turn_by_turn(service: EngineService) -> None:

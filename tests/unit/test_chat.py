@@ -8,6 +8,8 @@ import pytest
 
 from engine.chat import StopMatcher, normalize_messages, parse_tool_calls, prepare_chat
 from engine.errors import InvalidRequest
+from engine.generate import feed_stops
+from engine.generation import TextDelta
 
 WEATHER = {
     "type": "function",
@@ -121,6 +123,16 @@ def test_response_formats() -> None:
         prepare_chat([{"role": "user", "content": "x"}], response_format={"type": "yaml"})
 
 
+def test_a_batch_of_tokens_is_cut_and_counted_at_the_token_that_completed_the_stop() -> None:
+    m = StopMatcher(("END",))
+    # tokens 4..8 arrive in one batch; "E" (6) starts the stop, "ND" (7) completes it.
+    assert feed_stops(m, TextDelta.batch(["a", "b", "E", "ND", "zz"], 8)) == (7, "ab")
+    assert m.matched
+    plain = StopMatcher(("END",))
+    assert feed_stops(plain, TextDelta.batch(["a", "b"], 2)) == (2, "ab")
+    assert feed_stops(plain, TextDelta("c", 3)) == (3, "c")
+
+
 def test_stop_matcher_holds_back_partial_matches() -> None:
     m = StopMatcher(("END",))
     assert m.feed("abc E") == "abc "
@@ -132,3 +144,22 @@ def test_stop_matcher_holds_back_partial_matches() -> None:
     m2 = StopMatcher(("\n\n",))
     assert m2.feed("line\n") == "line"
     assert m2.flush() == "\n"
+
+
+def test_batch_row_sampling_follows_the_search_options() -> None:
+    import numpy as np
+
+    from engine.runtimes.onnx_batch import sample
+
+    logits = np.array([1.0, 5.0, 4.9, -2.0], np.float32)
+    rng = np.random.default_rng(0)
+    base = {"greedy": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    assert sample(logits, {**base, "repetition_penalty": 1.0}, rng, set()) == 1
+    # A repetition penalty on token 1 hands greedy decoding to token 2.
+    assert sample(logits, {**base, "repetition_penalty": 2.0}, rng, {1}) == 2
+    sampled = {**base, "greedy": False, "repetition_penalty": 1.0}
+    assert {sample(logits, {**sampled, "top_k": 1}, rng, set()) for _ in range(20)} == {1}
+    assert {sample(logits, {**sampled, "top_p": 0.3}, rng, set()) for _ in range(20)} == {1}
+    wide = {sample(logits, {**sampled, "temperature": 5.0}, rng, set()) for _ in range(200)}
+    assert wide == {0, 1, 2, 3}
+    assert logits[1] == 5.0  # the caller's logits are left alone

@@ -1,8 +1,9 @@
 """Benchmark: Ingot vs. llama.cpp's server on the same weights (the default model's Q4_1 GGUF).
 
 In one run, interleaved so machine noise hits every path: a bare onnxruntime-genai loop on the
-exact import; Ingot's REST server (SSE) serving the exact GGUF import and the builder's int8
-build; and llama-cpp-python's OpenAI server on the GGUF itself. Reports TTFT (~60-token chat
+exact import; Ingot's JSON-RPC engine (stdio, as an editor runs it) on the exact import; Ingot's
+REST server (SSE) serving the exact GGUF import and the builder's int8 build; and
+llama-cpp-python's OpenAI server on the GGUF itself. Reports TTFT (~60-token chat
 prompt), prefill tok/s (a ~490-token prompt), decode tok/s, peak RSS of the process that holds
 the model, aggregate tok/s at concurrency 1/4/8, and the ONNX models' KL fidelity.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -54,23 +56,110 @@ def free_port() -> int:
 async def stream(
     http: aiohttp.ClientSession, url: str, model: str, messages: list[dict[str, str]], n: int
 ) -> dict[str, float]:
-    """One streamed chat; times are taken as each content chunk arrives at the client."""
-    body = {"model": model, "messages": messages, "max_tokens": n, "temperature": 0, "stream": True}
+    """One streamed chat; times are taken as each content chunk arrives at the client. Ingot
+    sends the tokens of up to 50 ms per chunk, so tokens are counted from the usage chunk where
+    the server sends one (a first chunk always holds the first token alone), else one a chunk
+    (llama.cpp sends a chunk per token)."""
+    body = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": n,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     t0 = time.perf_counter()
     stamps: list[float] = []
-    buf = b""
+    usage = 0
     async with http.post(url + "/v1/chat/completions", json=body) as r:
         assert r.status == 200, await r.text()
         async for line in r.content:
             buf = line.strip()
             if not buf.startswith(b"data: {"):
                 continue
-            delta = json.loads(buf[6:])["choices"]
+            chunk = json.loads(buf[6:])
+            delta = chunk.get("choices") or []
             if delta and (delta[0].get("delta") or {}).get("content"):
                 stamps.append(time.perf_counter())
-    count = len(stamps)
-    decode = (count - 1) / (stamps[-1] - stamps[0]) if count > 1 else 0.0
+            usage = int((chunk.get("usage") or {}).get("completion_tokens") or usage)
+    count = usage or len(stamps)
+    decode = (count - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
     return {"ttft_ms": (stamps[0] - t0) * 1000, "decode_tps": decode, "n": count}
+
+
+class RpcEngine:
+    """Ingot's JSON-RPC engine (`python -m server` over stdio, as an editor runs it)."""
+
+    def __init__(self, home: Path, threads: int) -> None:
+        self.home, self.threads = home, threads
+        self.client: Any = None
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, model_dir: Path) -> None:
+        from scripts.bench_jsonrpc import RawClient
+
+        env = dict(
+            os.environ,
+            INGOT_HOME=str(self.home),
+            INGOT_THREADS=str(self.threads),
+            PYTHONPATH=str(REPO),
+            INGOT_LOG_LEVEL="WARNING",
+        )
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "server",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=REPO,
+        )
+        self.client = c = RawClient(self.proc)
+        opts = {"restEnabled": False}
+        init = {"processId": os.getpid(), "capabilities": {}, "initializationOptions": opts}
+        await c.request("initialize", init)
+        c.notify("initialized", {})
+        await c.request("ingot/model/register", {"path": str(model_dir), "name": "exact"})
+        await c.request("ingot/model/load", {"model": "exact", "ttl": -1})
+
+    async def stream(self, messages: list[dict[str, str]], n: int) -> dict[str, float]:
+        """Times taken as the partial results arrive; each carries the token count."""
+        c = self.client
+        token = f"b{c.next_id + 1}"
+        t0 = time.perf_counter()
+        params = {
+            "model": "exact",
+            "messages": messages,
+            "maxTokens": n,
+            "temperature": 0,
+            "partialResultToken": token,
+        }
+        result = await c.request("ingot/chat", params)
+        got = c.partials.pop(token)
+        (t1, v1), (t2, v2) = got[0], got[-1]
+        decode = (v2["tokens"] - v1["tokens"]) / (t2 - t1) if t2 > t1 else 0.0
+        n_out = int(result["usage"]["completionTokens"])
+        return {"ttft_ms": (t1 - t0) * 1000, "decode_tps": decode, "n": n_out}
+
+    async def concurrent(self, k: int, n: int) -> float:
+        t0 = time.perf_counter()
+        runs = await asyncio.gather(*(self.stream(MESSAGES, n) for _ in range(k)))
+        return sum(r["n"] for r in runs) / (time.perf_counter() - t0)
+
+    async def worker_pid(self) -> int:
+        info = await self.client.request("ingot/model/info", {"model": "exact"})
+        return int(info["runtimeInfo"]["pid"])
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.client.request("shutdown")
+            self.client.notify("exit")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 20)
+        if self.proc.returncode is None:
+            self.proc.kill()
 
 
 async def prompt_tokens(http: aiohttp.ClientSession, url: str, model: str) -> int:
@@ -143,6 +232,8 @@ async def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="ingot-bench-llamacpp-"))
     ingot, ingot_url = start_server(home, args.threads)
     llama, llama_url = start_llama(gguf, args.threads)
+    # A home of its own: an engine in the same home would forward to the REST server instead.
+    rpc = RpcEngine(Path(tempfile.mkdtemp(prefix="ingot-bench-llamacpp-rpc-")), args.threads)
     paths = {
         "ingot-exact": (ingot_url, "exact"),
         "ingot-int8": (ingot_url, "int8"),
@@ -165,30 +256,44 @@ async def main() -> None:
                     f"{ingot_url}/ingot/v1/models/{name}/load", json={"ttl": -1}
                 ) as r:
                     assert r.status == 200, await r.text()
+            await rpc.start(exact_dir)
             for url, model in paths.values():  # warm up
                 await stream(http, url, model, MESSAGES, 8)
+            await rpc.stream(MESSAGES, 8)
             bare_run(og, bare_model, bare_tok, 8)
-            runs: dict[str, list[dict[str, float]]] = {k: [] for k in ("bare", *paths)}
+            # Each Ingot worker builds its batching session the first time requests overlap.
+            await concurrent(http, ingot_url, "exact", 2, 8)
+            await concurrent(http, ingot_url, "int8", 2, 8)
+            await rpc.concurrent(2, 8)
+            await asyncio.sleep(2.0)
+            runs: dict[str, list[dict[str, float]]] = {
+                k: [] for k in ("bare", "ingot-jsonrpc-exact", *paths)
+            }
             prefill: dict[str, list[float]] = {k: [] for k in paths}
             n_long = {k: await prompt_tokens(http, url, m) for k, (url, m) in paths.items()}
             for _ in range(args.reps):
                 runs["bare"].append(bare_run(og, bare_model, bare_tok, args.tokens))
+                runs["ingot-jsonrpc-exact"].append(await rpc.stream(MESSAGES, args.tokens))
                 for name, (url, model) in paths.items():
                     runs[name].append(await stream(http, url, model, MESSAGES, args.tokens))
                     first = await stream(http, url, model, LONG, 1)
                     prefill[name].append(n_long[name] / (first["ttft_ms"] / 1000))
-            conc: dict[str, dict[int, float]] = {k: {} for k in paths}
+            conc: dict[str, dict[int, float]] = {k: {} for k in (*paths, "ingot-jsonrpc-exact")}
             for k in (1, 4, 8):
                 for name, (url, model) in paths.items():
                     conc[name][k] = await concurrent(http, url, model, k, args.concurrency_tokens)
+                conc["ingot-jsonrpc-exact"][k] = await rpc.concurrent(k, args.concurrency_tokens)
+            rpc_pid = await rpc.worker_pid()
             async with http.get(ingot_url + "/ingot/v1/status") as r:
                 loaded = {m["alias"]: m["runtimeInfo"]["pid"] for m in (await r.json())["loaded"]}
         rss = {
             "ingot-exact": peak_rss(loaded["exact"]),
             "ingot-int8": peak_rss(loaded["int8"]),
             "llama.cpp": peak_rss(llama.pid),
+            "ingot-jsonrpc-exact": peak_rss(rpc_pid),
         }
     finally:
+        await rpc.stop()
         for proc in (ingot, llama):
             proc.terminate()
             try:
@@ -207,6 +312,8 @@ async def main() -> None:
                     "aggregate_tps": conc[name],
                 }
                 if name in paths
+                else {"peak_rss_mb": rss[name] / 2**20, "aggregate_tps": conc[name]}
+                if name in conc
                 else {}
             ),
         }

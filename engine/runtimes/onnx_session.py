@@ -187,6 +187,7 @@ class GenaiSequence(Sequence):
     ) -> None:
         super().__init__(session, job, halt, emit)
         self._gen: Any = None
+        self.job = job
         if self.done:
             return
         og = session._og
@@ -218,6 +219,22 @@ class GenaiSequence(Sequence):
             self.accept(int(gen.get_next_tokens()[0]))
         except Exception as e:  # the runtime's own errors, surfaced as a clean engine error
             self.fail(e)
+
+    def handover(self, present: list[str]) -> tuple[list[int], list[Any]] | None:
+        """For a move into a DecodeBatch: the tokens so far (prompt and output) and the KV
+        cache (these present outputs, [1, kv heads, max length, head size]), whose first
+        len(tokens) - 1 positions hold every token but the newest. None if it cannot move
+        (not started, or already done); after a move this sequence is inert."""
+        if self.done or self._gen is None or self._produced < 1:
+            return None
+        try:
+            tokens = [int(t) for t in self._gen.get_sequence(0)]
+            kv = [self._gen.get_output(name) for name in present]
+        except Exception:
+            return None
+        self._gen = None
+        self.done = True  # its tokens now come from the batch row that took its place
+        return tokens, kv
 
     def _release(self) -> None:
         self._gen = None

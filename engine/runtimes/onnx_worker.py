@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
 
 from engine.runtimes.onnx_batch import BatchedSequence, DecodeBatch, batchable_folder
-from engine.runtimes.onnx_session import OnnxSession, Sequence
+from engine.runtimes.onnx_session import GenaiSequence, OnnxSession, Sequence, search_options
 
 # Seconds a sequence may wait for a turn before it goes next whatever its class.
 AGING_S = 2.0
@@ -112,6 +112,8 @@ class Worker:
                 batched = self._admit_batched(job, busy)
                 if batched is None:
                     singles.append(self._session.start(job, self._halts[rid], self.send))
+            if self._batch is not None and self._batch.rows:
+                singles = self._move_into_batch(singles)
             for seq in singles:
                 if seq.halt.is_set():
                     seq.step()  # reports it halted now, whoever's turn it is
@@ -129,16 +131,38 @@ class Worker:
                 self._halts.pop(rid, None)
             admitted &= live
 
+    def _move_into_batch(self, singles: list[Sequence]) -> list[Sequence]:
+        """Singles that could be batch rows become rows (KV copied over), so only sequences
+        that must have their own generator still take turns with the batch."""
+        assert self._batch is not None
+        keep: list[Sequence] = []
+        for seq in singles:
+            if (
+                isinstance(seq, GenaiSequence)
+                and not seq.halt.is_set()
+                and self._batchable(seq.job)
+                and self._batch.adopt(seq) is not None
+            ):
+                continue
+            keep.append(seq)
+        return keep
+
+    @staticmethod
+    def _batchable(job: dict[str, Any]) -> bool:
+        """Constrained and seeded sampled requests always get their own generator: guidance
+        lives in ORT GenAI, and a seed must give the same text however busy the model is
+        (greedy decoding gives the same text either way)."""
+        params = job.get("params") or {}
+        seeded = params.get("seed") is not None and search_options(params, 1)["do_sample"]
+        return job.get("constraint") is None and not seeded
+
     def _batch_rows(self) -> int:
         return len(self._batch.rows) if self._batch is not None else 0
 
     def _admit_batched(self, job: dict[str, Any], busy: bool) -> BatchedSequence | None:
         """Start `job` as a row of the DecodeBatch when it can be batched and something else is
-        running (alone, a sequence of its own decodes a little faster). Constrained and seeded
-        requests always get their own generator: guidance lives in ORT GenAI, and a seed must
-        give the same text however busy the model is."""
-        params = job.get("params") or {}
-        if not busy or job.get("constraint") is not None or params.get("seed") is not None:
+        running (alone, a sequence of its own decodes a little faster); see _batchable."""
+        if not busy or not self._batchable(job):
             return None
         if self._batch is None:
             self._start_batch()

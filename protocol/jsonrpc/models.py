@@ -60,7 +60,8 @@ class ModelInfo(WireModel):
         None,
         description="While loaded: the runtime's process (`pid`), how many generations it runs at "
         "once, vLLM's `plan` (device, dtype, maxModelLen, maxNumSeqs, gpuMemoryUtilization, ...) "
-        "and its last `metrics` (running/waiting requests, KV-cache usage, token totals).",
+        "and its last `metrics` (vLLM: running/waiting requests, KV-cache usage, token totals; "
+        "ONNX: `batching_ready`, `batched_rows`, `batch_steps`, `batched_tokens`).",
     )
 
 

@@ -11,7 +11,7 @@ import asyncio
 import statistics
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.errors import IngotError
@@ -87,6 +87,7 @@ class Sample:
     outcome: ChatOutcome
     ttft_ms: float  # measured here: what a client feels, HTTP included
     latency_ms: float
+    client_decode_tps: float | None  # tokens after the first over the time they took to arrive
 
 
 class RssWatcher:
@@ -132,16 +133,21 @@ class RssWatcher:
 
 async def one_request(client: EngineClient, turn: ChatTurn) -> Sample:
     t0 = time.perf_counter()
-    first: list[float] = []
+    stamps: list[float] = []
 
     def on_text(_: str) -> None:
-        if not first:
-            first.append(time.perf_counter())
+        stamps.append(time.perf_counter())
 
     outcome = await client.chat(turn, on_text)
     t1 = time.perf_counter()
-    ttft = ((first[0] if first else t1) - t0) * 1000
-    return Sample(outcome, ttft, (t1 - t0) * 1000)
+    ttft = ((stamps[0] if stamps else t1) - t0) * 1000
+    # A server that reports no usage gets one token per streamed chunk (what llama.cpp sends).
+    tokens = outcome.completion_tokens or len(stamps)
+    if outcome.completion_tokens == 0:
+        outcome = replace(outcome, completion_tokens=tokens)
+    span = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
+    decode = (tokens - 1) / span if span > 0 and tokens > 1 else None
+    return Sample(outcome, ttft, (t1 - t0) * 1000, decode)
 
 
 async def run_level(
@@ -175,12 +181,62 @@ async def run_level(
         "latencyMs": summary([s.latency_ms for s in samples]),
         "prefillTps": summary([s.outcome.prefill_tps for s in samples if s.outcome.prefill_tps]),
         "decodeTps": summary([s.outcome.decode_tps for s in samples if s.outcome.decode_tps]),
+        "clientDecodeTps": summary([s.client_decode_tps for s in samples if s.client_decode_tps]),
         "aggregateTps": tokens / wall if wall > 0 else None,
     }
 
 
 def _num(v: Any, fmt: str = "{:.0f}") -> str:
     return "-" if v is None else fmt.format(v)
+
+
+def level_row(r: dict[str, Any]) -> list[str]:
+    # Decode is the engine's own measure where the server reports it, else the client's.
+    decode = r["decodeTps"]["mean"] or r["clientDecodeTps"]["mean"]
+    return [
+        str(r["concurrency"]),
+        str(r["requests"] - r["errors"]),
+        _num(r["ttftMs"]["p50"]),
+        _num(r["ttftMs"]["p95"]),
+        _num(r["prefillTps"]["mean"], "{:.1f}"),
+        _num(decode, "{:.1f}"),
+        _num(r["aggregateTps"], "{:.1f}"),
+        _num(r["latencyMs"]["p50"]),
+        _num(r["latencyMs"]["p95"]),
+    ]
+
+
+async def compare_model(other: HttpClient, name: str | None) -> str:
+    """The model to ask the other server for: --compare-model, or the first one it lists."""
+    try:
+        ids = await other.openai_models()
+    except (CliError, IngotError) as e:
+        raise CliError(
+            f"Cannot use {other.where} to compare with: {e.message}",
+            hint="Start that server first, or check the URL (e.g. http://127.0.0.1:8080).",
+        ) from e
+    if name:
+        return name
+    if not ids:
+        raise CliError(f"{other.where} lists no models.", hint="Name one with --compare-model.")
+    return ids[0]
+
+
+def ratios(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ingot / the other server, level by level (decode as both clients saw it)."""
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    return [
+        {
+            "concurrency": a["concurrency"],
+            "decode": ratio(a["clientDecodeTps"]["p50"], b["clientDecodeTps"]["p50"]),
+            "ttft": ratio(a["ttftMs"]["p50"], b["ttftMs"]["p50"]),
+            "aggregate": ratio(a["aggregateTps"], b["aggregateTps"]),
+        }
+        for a, b in zip(ours, theirs, strict=True)
+    ]
 
 
 def bench(ctx: CliContext, args: argparse.Namespace) -> int:
@@ -191,6 +247,12 @@ def bench(ctx: CliContext, args: argparse.Namespace) -> int:
             hint="For example --tokens 64 --prompt-tokens 128 --rounds 2.",
             exit_code=2,
         )
+    other: HttpClient | None = None
+    other_name = ""
+    if args.compare:
+        # Checked first: a wrong URL should not cost a whole benchmark of Ingot to find out.
+        other = HttpClient(args.compare)
+        other_name = ctx.run(compare_model(other, args.compare_model))
     client = ctx.client(need_service=True)
     from server.cli.launcher import find_service
 
@@ -209,7 +271,7 @@ def bench(ctx: CliContext, args: argparse.Namespace) -> int:
         for c in levels:
             note(f"concurrency {c}: {c * args.rounds} requests...")
             results.append(ctx.run(run_level(client, turn, c, args.rounds)))
-    report = {
+    report: dict[str, Any] = {
         "model": loaded.id,
         "url": client.where,
         "maxTokens": args.tokens,
@@ -218,7 +280,20 @@ def bench(ctx: CliContext, args: argparse.Namespace) -> int:
         "levels": results,
         "peakRssBytes": rss.peak,
     }
-    failed = sum(r["errors"] for r in results)
+    theirs: list[dict[str, Any]] = []
+    if other is not None:
+        name = other_name
+        # The same prompt text and parameters, so both servers see the same work.
+        other_turn = ChatTurn(name, turn.messages, dict(params))
+        note(f"Comparing with {name} at {other.where}: warming up...")
+        ctx.run(one_request(other, ChatTurn(name, turn.messages, {"max_tokens": 4})))
+        for c in levels:
+            note(f"{other.where}, concurrency {c}: {c * args.rounds} requests...")
+            theirs.append(ctx.run(run_level(other, other_turn, c, args.rounds)))
+        ctx.run(other.close())
+        report["compare"] = {"url": other.where, "model": name, "levels": theirs}
+        report["ratios"] = ratios(results, theirs)
+    failed = sum(r["errors"] for r in results + theirs)
     if ctx.json:
         print_json(report)
     else:
@@ -232,20 +307,7 @@ def bench(ctx: CliContext, args: argparse.Namespace) -> int:
             ]
         )
         say("")
-        rows = [
-            [
-                str(r["concurrency"]),
-                str(r["requests"] - r["errors"]),
-                _num(r["ttftMs"]["p50"]),
-                _num(r["ttftMs"]["p95"]),
-                _num(r["prefillTps"]["mean"], "{:.1f}"),
-                _num(r["decodeTps"]["mean"], "{:.1f}"),
-                _num(r["aggregateTps"], "{:.1f}"),
-                _num(r["latencyMs"]["p50"]),
-                _num(r["latencyMs"]["p95"]),
-            ]
-            for r in results
-        ]
+        rows = [level_row(r) for r in results]
         cols = [
             "CONCURRENCY",
             "OK",
@@ -258,8 +320,25 @@ def bench(ctx: CliContext, args: argparse.Namespace) -> int:
             "LATENCY P95 MS",
         ]
         print_table(cols, rows, right=cols)
+        if theirs:
+            say("")
+            say(f"{report['compare']['model']} at {report['compare']['url']}:")
+            print_table(cols, [level_row(r) for r in theirs], right=cols)
+            say("")
+            rcols = ["CONCURRENCY", "DECODE x", "TTFT x", "AGGREGATE x"]
+            rrows = [
+                [
+                    str(r["concurrency"]),
+                    _num(r["decode"], "{:.2f}"),
+                    _num(r["ttft"], "{:.2f}"),
+                    _num(r["aggregate"], "{:.2f}"),
+                ]
+                for r in report["ratios"]
+            ]
+            say("Ingot / the other server (decode and TTFT as each client saw them):")
+            print_table(rcols, rrows, right=rcols)
     if failed:
-        first = next(r["firstError"] for r in results if r["errors"])
+        first = next(r["firstError"] for r in results + theirs if r["errors"])
         raise CliError(
             f"{failed} request(s) failed; the first: {first}", hint="`ingot service logs`."
         )

@@ -317,6 +317,11 @@ class HttpClient(EngineClient):
             total_ms=timings.get("totalMs"),
         )
 
+    async def openai_models(self) -> list[str]:
+        """The ids /v1/models lists (works against any OpenAI-compatible server)."""
+        res = await self._request("GET", "/v1/models")
+        return [str(m["id"]) for m in res.get("data") or [] if isinstance(m, dict) and "id" in m]
+
     async def count_tokens(self, model: str, messages: list[dict[str, Any]]) -> int:
         """Tokens the chat template makes of `messages` (Foundry's token-count route)."""
         body = {"model": model, "messages": messages}

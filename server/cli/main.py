@@ -238,6 +238,17 @@ def _other_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=128, metavar="N", help="max tokens per answer")
     p.add_argument("--prompt-tokens", type=int, default=128, metavar="N", help="prompt length")
     p.add_argument("--rounds", type=int, default=2, metavar="N", help="requests per slot")
+    p.add_argument(
+        "--compare",
+        metavar="URL",
+        help="also run the same load against another OpenAI-compatible server (llama.cpp's "
+        "server, Ollama, LM Studio, ...) and show the ratios",
+    )
+    p.add_argument(
+        "--compare-model",
+        metavar="NAME",
+        help="the model name to send to --compare (default: the first of its /v1/models)",
+    )
     _json_opt(p)
     _cmd(p, "bench:bench")
 

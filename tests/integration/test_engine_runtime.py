@@ -322,25 +322,38 @@ async def test_overlapping_requests_are_batched_and_answer_as_they_would_alone(
     assert after["batched_tokens"] - before >= 2 * 20  # most of it ran as batch rows
     assert after["batched_rows"] == 0  # and the rows are gone once the requests are
 
-    # A batch row stops within a token of its cancel; the sequence beside it carries on.
+    # A request running alone moves into the batch, KV cache and all, when a second arrives
+    # (so the model never alternates between two sessions), and still answers as it would
+    # alone; a batch row stops within a token of its cancel and its neighbour carries on.
     story = [{"role": "user", "content": "Write a long story about a lighthouse."}]
     long = SamplingParams(max_tokens=120, temperature=0)
-    first = asyncio.create_task(run(service, ChatRequest(MODEL, story, long)))
-    while entry.scheduler.running == 0:
+    alone = (await run(service, ChatRequest(MODEL, story, long))).text
+    progress: list[int] = []
+
+    async def first_chat() -> GenerationResult:
+        async for ev in service.chat(ChatRequest(MODEL, story, long)):
+            if isinstance(ev, Delta):
+                progress.append(ev.tokens)
+            else:
+                return ev
+        raise AssertionError
+
+    first = asyncio.create_task(first_chat())
+    while not progress or progress[-1] < 10:
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
+    assert (await entry.instance.runtime_metrics())["batched_rows"] == 0  # alone: its own
     row = service.chat(ChatRequest(MODEL, story, SamplingParams(max_tokens=400)))
     async for ev in row:
         assert isinstance(ev, Delta)
         if ev.tokens >= 5:
             break
-    assert (await entry.instance.runtime_metrics())["batched_rows"] == 1
+    assert (await entry.instance.runtime_metrics())["batched_rows"] == 2
     await row.aclose()  # type: ignore[attr-defined]
-    rec = service.telemetry.requests[-1]
-    assert rec.finish_reason == "cancelled"
-    assert (await entry.instance.runtime_metrics())["batched_rows"] == 0
+    assert service.telemetry.requests[-1].finish_reason == "cancelled"
+    assert (await entry.instance.runtime_metrics())["batched_rows"] == 1
     done = await first
-    assert done.usage.completion_tokens == 120 or done.finish_reason == "stop"
+    assert done.text == alone
+    assert (await entry.instance.runtime_metrics())["batched_rows"] == 0
 
 
 async def test_two_chats_share_the_model_turn_by_turn(service: EngineService) -> None:

@@ -340,7 +340,7 @@ export interface ModelInfo {
   offered: boolean;
   /** Why its runtime cannot run here, if so. */
   runtimeUnavailable?: string | null;
-  /** While loaded: the runtime's process (`pid`), how many generations it runs at once, vLLM's `plan` (device, dtype, maxModelLen, maxNumSeqs, gpuMemoryUtilization, ...) and its last `metrics` (running/waiting requests, KV-cache usage, token totals). */
+  /** While loaded: the runtime's process (`pid`), how many generations it runs at once, vLLM's `plan` (device, dtype, maxModelLen, maxNumSeqs, gpuMemoryUtilization, ...) and its last `metrics` (vLLM: running/waiting requests, KV-cache usage, token totals; ONNX: `batching_ready`, `batched_rows`, `batch_steps`, `batched_tokens`). */
   runtimeInfo?: Record<string, unknown> | null;
 }
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.runtimes.onnx_session import (
+    AGING_S,
     Emit,
     GenaiSequence,
     OnnxSession,
@@ -143,9 +145,10 @@ class DecodeBatch:
         self.reap()
         if not self.rows:
             return
-        n = len(self.rows)
-        lens = np.array([s.length for s in self.rows], np.int64)
-        for i, seq in enumerate(self.rows):
+        n = self._due()
+        stepped = self.rows[:n]
+        lens = np.array([s.length for s in stepped], np.int64)
+        for i, seq in enumerate(stepped):
             self._ids[i, 0] = seq.next_input
         total = int(lens.max()) + 1
         mask = (np.arange(total)[None, :] <= lens[:, None]).astype(np.int64)
@@ -159,7 +162,6 @@ class DecodeBatch:
             for seq in list(self.rows):
                 seq.fail(e)
             return
-        stepped = list(self.rows)
         for seq in stepped:
             seq.length += 1  # first, so a row moved by a removal below copies this step's KV
         self.steps += 1
@@ -252,8 +254,37 @@ class DecodeBatch:
         if not self.rows:
             self._drop()  # an idle model holds no batch memory
 
+    def _due(self) -> int:
+        """How many leading rows this step decodes: the most urgent class (rows are kept sorted
+        by class), or every row once any has waited AGING_S. So an inline completion that
+        joins a batch of chats decodes alone, as it would on the model by itself, and the
+        chats carry on as soon as it is done."""
+        first = self.rows[0].priority
+        urgent = sum(1 for s in self.rows if s.priority == first)
+        if urgent < len(self.rows):
+            now = time.monotonic()
+            if any(now - s.last_step > AGING_S for s in self.rows[urgent:]):
+                return len(self.rows)
+        return urgent
+
     def _reprioritise(self) -> None:
-        self.priority = min((s.priority for s in self.rows), default=0)
+        """Sort the rows by class (most urgent first) by swapping rows' KV caches, which only
+        happens when a row arrives or leaves."""
+        rows = self.rows
+        for i in range(len(rows)):
+            j = min(range(i, len(rows)), key=lambda k: (rows[k].priority, k))
+            if rows[j].priority < rows[i].priority:
+                self._swap(i, j)
+        self.priority = rows[0].priority if rows else 0
+
+    def _swap(self, a: int, b: int) -> None:
+        ra, rb = self.rows[a], self.rows[b]
+        la, lb = ra.length, rb.length
+        for buf in self._kv:
+            held = buf[a, :, :la].copy()
+            buf[a, :, :lb] = buf[b, :, :lb]
+            buf[b, :, :la] = held
+        self.rows[a], self.rows[b] = rb, ra
 
     def _binding(self, n: int) -> Any:
         """The decode binding over rows [0, n): KV views bound once per row count, since

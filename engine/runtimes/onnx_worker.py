@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
 
 from engine.runtimes.onnx_batch import BatchedSequence, DecodeBatch, batchable_folder
-from engine.runtimes.onnx_session import GenaiSequence, OnnxSession, Sequence, search_options
-
-# Seconds a sequence may wait for a turn before it goes next whatever its class.
-AGING_S = 2.0
+from engine.runtimes.onnx_session import (
+    AGING_S,
+    GenaiSequence,
+    OnnxSession,
+    Sequence,
+    search_options,
+)
 
 
 class Unit(Protocol):

@@ -117,6 +117,10 @@ def test_bench_compares_with_another_openai_server(
         )  # fmt: skip
         assert table.returncode == 0, table.stderr
         assert "Ingot / the other server" in table.stdout
+        # A server that is not there is a clear error, not a traceback, before any benchmark.
+        gone = run(seeded_home, "bench", ALIAS, "--compare", "http://127.0.0.1:9")
+        assert gone.returncode == 1 and "Cannot use http://127.0.0.1:9" in gone.stderr
+        assert "Traceback" not in gone.stderr
     theirs = report["compare"]
     assert theirs["url"] == other.url and theirs["model"] == ALIAS
     assert [lv["concurrency"] for lv in theirs["levels"]] == [1, 2]
@@ -126,7 +130,3 @@ def test_bench_compares_with_another_openai_server(
     for r in report["ratios"]:
         # The same model on the same machine: both sides are within a few times of each other.
         assert 0.2 < r["decode"] < 5 and 0.2 < r["aggregate"] < 5 and r["ttft"] > 0
-    # A server that is not there is a clear error, not a traceback.
-    gone = run(seeded_home, "bench", ALIAS, "--compare", "http://127.0.0.1:9", "--rounds", "1")
-    assert gone.returncode == 1 and "Cannot use http://127.0.0.1:9" in gone.stderr
-    assert "Traceback" not in gone.stderr

@@ -356,6 +356,57 @@ async def test_overlapping_requests_are_batched_and_answer_as_they_would_alone(
     assert (await entry.instance.runtime_metrics())["batched_rows"] == 0
 
 
+async def test_an_inline_completion_decodes_alone_inside_a_batch(
+    service: EngineService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Latency classes hold inside the batch: an inline completion that joins a batched chat
+    decodes on its own (the chat's row waits), then the chat carries on unchanged."""
+    from engine.scheduler import PRIORITY_INTERACTIVE
+
+    monkeypatch.setenv("INGOT_TOKEN_FLUSH_MS", "0")  # the worker reports every token at once
+    await service.load(MODEL)
+    entry = service.loader.get_loaded(DEFAULT_ONNX_ID)
+    assert entry is not None
+    short = ChatRequest(MODEL, HELLO, SamplingParams(max_tokens=8, temperature=0))
+    await asyncio.gather(run(service, short), run(service, short))  # builds the batch
+    deadline = time.monotonic() + 30
+    while (await entry.instance.runtime_metrics()).get("batching_ready") != 1.0:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    story = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+    long = SamplingParams(max_tokens=150, temperature=0)
+    alone = (await run(service, ChatRequest(MODEL, story, long))).text
+    progress: list[int] = []
+
+    async def chat() -> GenerationResult:
+        async for ev in service.chat(ChatRequest(MODEL, story, long)):
+            if isinstance(ev, Delta):
+                progress.append(ev.tokens)
+            else:
+                return ev
+        raise AssertionError
+
+    task = asyncio.create_task(chat())
+    while not progress or progress[-1] < 10:
+        await asyncio.sleep(0.005)
+    before = progress[-1]
+    inline = await run(
+        service,
+        CompletionRequest(
+            MODEL,
+            "def add(a, b):\n    return",
+            params=SamplingParams(max_tokens=12, temperature=0),
+            priority=PRIORITY_INTERACTIVE,
+            kind="inline",
+        ),
+    )
+    during = progress[-1] - before
+    assert inline.usage.completion_tokens >= 6
+    assert during <= 3, during  # batched alongside, the chat would have gained ~12
+    assert (await entry.instance.runtime_metrics())["batch_steps"] > 0
+    assert (await task).text == alone
+
+
 async def test_two_chats_share_the_model_turn_by_turn(service: EngineService) -> None:
     await service.load(MODEL)
     story = [{"role": "user", "content": "Write a long story about a lighthouse."}]

@@ -1,6 +1,6 @@
 """ModelScheduler: a bounded, prioritised queue in front of one loaded model.
 
-Requests take one of the model's slots to run (its instance says how many it interleaves).
+Requests take one of the model's slots to run (its instance says how many it runs at once).
 Waiters are served by priority class, then in
 arrival order, so interactive work (inline completions, edits) goes ahead of long chats without
 any class starving: a waiter's effective priority improves the longer it waits.

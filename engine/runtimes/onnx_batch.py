@@ -91,6 +91,7 @@ class DecodeBatch:
         self._ids = np.zeros((rows, 1), np.int64)
         self.priority = 0
         self.last_step = 0.0
+        self.used = time.monotonic()  # when a row last joined (the worker frees idle batches)
         self.steps = 0  # decode steps run, and the tokens they gave (for the worker's metrics)
         self.tokens = 0
         self._self_check()
@@ -174,6 +175,7 @@ class DecodeBatch:
     # -- rows ----------------------------------------------------------------------------------
     def add(self, seq: BatchedSequence) -> None:
         """Prefill a new sequence alone into the next free row and pick its first token."""
+        self.used = time.monotonic()
         self._ensure(len(self.rows) + 1, len(seq.prompt) + seq.max_new)
         logits = self._prefill(len(self.rows), seq.prompt)
         self.rows.append(seq)
@@ -203,6 +205,11 @@ class DecodeBatch:
 
     def _drop(self) -> None:
         self._kv, self._rows_cap, self.capacity, self._io = [], 0, 0, None
+
+    def close(self) -> None:
+        """Let go of the session (its weights) and the buffers."""
+        self._drop()
+        self._session = None
 
     def adopt(self, single: GenaiSequence) -> BatchedSequence | None:
         """Take over a running single sequence with its KV cache (copied from its generator),

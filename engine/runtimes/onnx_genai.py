@@ -59,9 +59,9 @@ def kv_bytes_per_token(variant: ModelVariant, folder: Path) -> int:
         return 0
 
 
-def interleaved_sequences(variant: ModelVariant, kv_per_token: int) -> int:
-    """How many sequences may take turns on one model: each holds a KV cache sized for its
-    prompt plus max_output_tokens, and together they stay within KV_BUDGET_BYTES."""
+def concurrent_sequences(variant: ModelVariant, kv_per_token: int) -> int:
+    """How many sequences may run at once on one model (batched, or taking turns): each holds a
+    KV cache sized for its prompt plus max_output_tokens, together within KV_BUDGET_BYTES."""
     if kv_per_token <= 0:
         return 1
     per_sequence = kv_per_token * (variant.max_output_tokens + 512)
@@ -273,7 +273,7 @@ class OnnxGenaiRuntime:
             name=f"model worker for {variant.id}",
         )
         await worker.start()
-        slots = interleaved_sequences(variant, kv_bytes_per_token(variant, folder))
+        slots = concurrent_sequences(variant, kv_bytes_per_token(variant, folder))
         try:
             progress(Progress("load", f"Loading {variant.id}", 0.1))
             info = await worker.call(

@@ -15,6 +15,9 @@ generation. Run as `python -m engine.runtimes.onnx_worker`; it exits when stdin 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import os
 import queue
@@ -33,6 +36,25 @@ from engine.runtimes.onnx_session import (
     Sequence,
     search_options,
 )
+
+
+def _batch_idle_s() -> float:
+    """Seconds without overlapping requests after which a worker drops its batching session
+    (and the second copy of the weights it holds); INGOT_BATCH_IDLE_S overrides."""
+    try:
+        return max(1.0, float(os.environ.get("INGOT_BATCH_IDLE_S", "120")))
+    except ValueError:
+        return 120.0
+
+
+BATCH_IDLE_S = _batch_idle_s()
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise, and each rebuild of a
+    batching session would then grow the worker's RSS)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class Unit(Protocol):
@@ -78,8 +100,12 @@ class Worker:
     def _next_jobs(self, wait: bool) -> list[dict[str, Any]] | None:
         """Every job that has arrived (waiting for one if asked); None when told to stop."""
         jobs: list[dict[str, Any]] = []
+        # An idle worker with a batching session wakes now and then to see if it can let go.
+        # (Or is being given one: the build may finish after this wait began.)
+        holds = self._batch is not None or self._batch_loader is not None
+        timeout = BATCH_IDLE_S / 4 if wait and holds else None
         try:
-            item = self._jobs.get(block=wait)
+            item = self._jobs.get(block=wait, timeout=timeout)
             while True:
                 if item is None:
                     return None
@@ -117,6 +143,7 @@ class Worker:
                     singles.append(self._session.start(job, self._halts[rid], self.send))
             if self._batch is not None and self._batch.rows:
                 singles = self._move_into_batch(singles)
+            self._release_idle_batch()
             for seq in singles:
                 if seq.halt.is_set():
                     seq.step()  # reports it halted now, whoever's turn it is
@@ -158,6 +185,17 @@ class Worker:
         params = job.get("params") or {}
         seeded = params.get("seed") is not None and search_options(params, 1)["do_sample"]
         return job.get("constraint") is None and not seeded
+
+    def _release_idle_batch(self) -> None:
+        """Give the batching session's memory back (a second copy of the weights) once no
+        requests have overlapped for BATCH_IDLE_S; the next overlap builds it again."""
+        batch = self._batch
+        if batch is not None and not batch.rows and time.monotonic() - batch.used > BATCH_IDLE_S:
+            batch.close()
+            gc.collect()
+            _trim_heap()
+            self._batch = None  # last: `batching_ready` reads 0 once the memory is back
+            self._batch_loader = None
 
     def _batch_rows(self) -> int:
         return len(self._batch.rows) if self._batch is not None else 0

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -290,6 +291,46 @@ async def test_an_inline_completion_goes_ahead_of_a_long_chat(service: EngineSer
     assert result.usage.completion_tokens == 300 or result.finish_reason == "stop"
 
 
+STORY = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+
+
+async def batching_ready(service: EngineService, ready: bool = True) -> Any:
+    """The loaded model's entry once its worker's batching session is (or is no longer) there;
+    overlapping two short requests is what builds it."""
+    entry = service.loader.get_loaded(DEFAULT_ONNX_ID)
+    assert entry is not None
+    short = ChatRequest(MODEL, HELLO, SamplingParams(max_tokens=8, temperature=0))
+    deadline = time.monotonic() + 30
+    while (m := await entry.instance.runtime_metrics()).get("batching_ready") != float(ready):
+        assert time.monotonic() < deadline, f"the batching session stayed as it was: {m}"
+        if ready:
+            await asyncio.gather(run(service, short), run(service, short))
+        await asyncio.sleep(0.2)
+    return entry
+
+
+def start_streaming(
+    service: EngineService, params: SamplingParams
+) -> tuple[asyncio.Task[GenerationResult], list[int]]:
+    """A story chat running in a task, and the token counts its deltas reported so far."""
+    progress: list[int] = []
+
+    async def chat() -> GenerationResult:
+        async for ev in service.chat(ChatRequest(MODEL, STORY, params)):
+            if isinstance(ev, Delta):
+                progress.append(ev.tokens)
+            else:
+                return ev
+        raise AssertionError("the chat ended without a result")
+
+    return asyncio.create_task(chat()), progress
+
+
+async def until_tokens(progress: list[int], n: int) -> None:
+    while not progress or progress[-1] < n:
+        await asyncio.sleep(0.005)
+
+
 async def test_overlapping_requests_are_batched_and_answer_as_they_would_alone(
     service: EngineService,
 ) -> None:
@@ -308,12 +349,7 @@ async def test_overlapping_requests_are_batched_and_answer_as_they_would_alone(
         return ChatRequest(MODEL, [{"role": "user", "content": ask}], params)
 
     solo = [(await run(service, req(a))).text for a in asks]
-    # The first overlap builds the worker's batching session in the background.
-    await asyncio.gather(*(run(service, req(a)) for a in asks))
-    deadline = time.monotonic() + 30
-    while (await entry.instance.runtime_metrics()).get("batching_ready") != 1.0:
-        assert time.monotonic() < deadline, "the batching session never became ready"
-        await asyncio.sleep(0.2)
+    await batching_ready(service)
     before = (await entry.instance.runtime_metrics())["batched_tokens"]
     together = await asyncio.gather(*(run(service, req(a)) for a in asks))
     after = await entry.instance.runtime_metrics()
@@ -325,24 +361,12 @@ async def test_overlapping_requests_are_batched_and_answer_as_they_would_alone(
     # A request running alone moves into the batch, KV cache and all, when a second arrives
     # (so the model never alternates between two sessions), and still answers as it would
     # alone; a batch row stops within a token of its cancel and its neighbour carries on.
-    story = [{"role": "user", "content": "Write a long story about a lighthouse."}]
     long = SamplingParams(max_tokens=120, temperature=0)
-    alone = (await run(service, ChatRequest(MODEL, story, long))).text
-    progress: list[int] = []
-
-    async def first_chat() -> GenerationResult:
-        async for ev in service.chat(ChatRequest(MODEL, story, long)):
-            if isinstance(ev, Delta):
-                progress.append(ev.tokens)
-            else:
-                return ev
-        raise AssertionError
-
-    first = asyncio.create_task(first_chat())
-    while not progress or progress[-1] < 10:
-        await asyncio.sleep(0.01)
+    alone = (await run(service, ChatRequest(MODEL, STORY, long))).text
+    first, progress = start_streaming(service, long)
+    await until_tokens(progress, 10)
     assert (await entry.instance.runtime_metrics())["batched_rows"] == 0  # alone: its own
-    row = service.chat(ChatRequest(MODEL, story, SamplingParams(max_tokens=400)))
+    row = service.chat(ChatRequest(MODEL, STORY, SamplingParams(max_tokens=400)))
     async for ev in row:
         assert isinstance(ev, Delta)
         if ev.tokens >= 5:
@@ -365,30 +389,11 @@ async def test_an_inline_completion_decodes_alone_inside_a_batch(
 
     monkeypatch.setenv("INGOT_TOKEN_FLUSH_MS", "0")  # the worker reports every token at once
     await service.load(MODEL)
-    entry = service.loader.get_loaded(DEFAULT_ONNX_ID)
-    assert entry is not None
-    short = ChatRequest(MODEL, HELLO, SamplingParams(max_tokens=8, temperature=0))
-    await asyncio.gather(run(service, short), run(service, short))  # builds the batch
-    deadline = time.monotonic() + 30
-    while (await entry.instance.runtime_metrics()).get("batching_ready") != 1.0:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.2)
-    story = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+    entry = await batching_ready(service)
     long = SamplingParams(max_tokens=150, temperature=0)
-    alone = (await run(service, ChatRequest(MODEL, story, long))).text
-    progress: list[int] = []
-
-    async def chat() -> GenerationResult:
-        async for ev in service.chat(ChatRequest(MODEL, story, long)):
-            if isinstance(ev, Delta):
-                progress.append(ev.tokens)
-            else:
-                return ev
-        raise AssertionError
-
-    task = asyncio.create_task(chat())
-    while not progress or progress[-1] < 10:
-        await asyncio.sleep(0.005)
+    alone = (await run(service, ChatRequest(MODEL, STORY, long))).text
+    task, progress = start_streaming(service, long)
+    await until_tokens(progress, 10)
     before = progress[-1]
     inline = await run(
         service,
@@ -405,6 +410,21 @@ async def test_an_inline_completion_decodes_alone_inside_a_batch(
     assert during <= 3, during  # batched alongside, the chat would have gained ~12
     assert (await entry.instance.runtime_metrics())["batch_steps"] > 0
     assert (await task).text == alone
+
+
+async def test_an_idle_batch_gives_its_memory_back(
+    service: EngineService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INGOT_BATCH_IDLE_S", "2")
+    await service.load(MODEL)
+    worker = psutil.Process(worker_pids(service)[0])
+    alone = worker.memory_info().rss
+    await batching_ready(service)
+    batched = worker.memory_info().rss
+    assert batched > alone + 100 * 2**20  # the batching session's copy of the weights
+    await batching_ready(service, ready=False)
+    assert worker.memory_info().rss < batched - 100 * 2**20
+    await batching_ready(service)  # and the next overlap builds it again
 
 
 async def test_two_chats_share_the_model_turn_by_turn(service: EngineService) -> None:

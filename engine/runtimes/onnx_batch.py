@@ -5,17 +5,19 @@ appears in prompts (SmolLM2's pad is `<|im_end|>`): it masks every pad-id token,
 decode differently. The builder's models do not need padding, though. Their attention is
 GroupQueryAttention, which takes each row's own length (`seqlens_k`, from the attention mask) and
 writes each row's new key/value at that row's own position when past and present share one
-buffer. So here a plain onnxruntime session runs the same model.onnx over a KV buffer of
-[rows, kv heads, context, head size] per layer:
+buffer. So here a plain onnxruntime session runs the same model.onnx over one KV buffer of
+[rows, kv heads, capacity, head size] per layer, sized for the rows present and their longest
+prompt + max tokens:
 
-- a new request is prefilled alone into a free row (a batch of one over that row's slice);
-- every decode step then runs all rows at once, each with its own length (right-padded mask);
+- a new request is prefilled alone into a free row (a batch of one over that row's slice), and
+  a request already running alone on ORT GenAI moves in with its KV cache (adopt);
+- every decode step runs the leading rows of the most urgent latency class at once (rows are
+  kept sorted by class), each with its own length (right-padded mask);
 - a finished row is replaced by the last one (its valid prefix copied), so rows stay packed.
 
 Greedy output is token-for-token the same as ORT GenAI's for the same prompt (tests check it);
-decoding 8 rows at once gives about 3x the aggregate tokens/s of one sequence on 2 cores
-(docs/performance.md). The buffers are allocated zeroed and untouched, so only the pages rows
-actually use become resident.
+8 rows decode at 2.4-2.8x the aggregate tokens/s of one sequence on 2 cores
+(docs/performance.md). A self-check at build time refuses graphs that do not behave this way.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from engine.runtimes.onnx_session import (
 
 
 def batchable_folder(folder: Path) -> dict[str, Any] | None:
-    """The decoder config if this folder's model can be batched here, else None: one CPU
-    decoder graph with GroupQueryAttention, inputs input_ids + attention_mask + past KV (no
-    position_ids), logits for the last position."""
+    """The model config if this folder's model may be batched here, else None: one decoder
+    graph whose inputs are input_ids, attention_mask and the past KV (no position_ids). That
+    its attention honours per-row lengths is proven by DecodeBatch's self-check."""
     try:
         cfg = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
         dec = cfg["model"]["decoder"]
@@ -101,7 +103,7 @@ class DecodeBatch:
         tokens prefilled then one decoded must give the logits of all four prefilled at once.
         An attention that ignores per-row lengths or the shared buffer fails this."""
         probe = [1, 2, 3, 4]
-        self._ensure(self.max_rows, len(probe))
+        self._ensure(2, len(probe))
         io = self._session.io_binding()
         io.bind_output(self._logits, "cpu")
         ids = np.array([probe[:3]], np.int64)
@@ -116,7 +118,7 @@ class DecodeBatch:
         self._bind_kv(io, 0, 1)
         self._session.run_with_iobinding(io)
         stepped = io.get_outputs()[0].numpy()[0, -1]
-        whole = self._prefill(self.max_rows - 1, probe)
+        whole = self._prefill(1, probe)
         # Prefill and decode kernels round differently (measured: 0.04 on a logit range of
         # ~30); attention that ignored the rows' lengths would be off by the whole range.
         spread = float(whole.max() - whole.min())
@@ -128,7 +130,7 @@ class DecodeBatch:
             )
         self._drop()
 
-    # -- the scheduler's view: one unit that steps every row -----------------------------------
+    # -- the scheduler's view: one unit whose step decodes its most urgent rows ----------------
     @property
     def done(self) -> bool:
         return not self.rows

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -308,20 +308,27 @@ async def test_full_queue_is_503_with_retry_after(
             data = await r.json()
             return data["activeRequests"], data["queuedRequests"]
 
-    # Loaded first: requests that arrive during a load wait for it, not in the model's queue.
+    async def until(ok: Callable[[int, int], bool]) -> tuple[int, int]:
+        for _ in range(1500):
+            active, queued = await status()
+            if ok(active, queued):
+                return active, queued
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"the model never got there: active {active}, queued {queued}")
+
+    # Loaded first (requests that arrive during a load wait for it, not in the model's queue),
+    # and idle: earlier tests on this server may still be winding down.
     async with http.post(f"/ingot/v1/models/{MODEL}/load", json={}) as r:
         assert r.status == 200, await r.text()
+        slots = int((await r.json())["runtimeInfo"]["concurrency"])
+    await until(lambda active, queued: active == 0 and queued == 0)
     try:
         # Fill every slot the model runs at once, then its queue (--queue-limit 1).
-        for _ in range(12):
+        for _ in range(slots):
             posts.append(asyncio.create_task(http.post("/v1/completions", json=long)))
-            for _ in range(500):
-                active, queued = await status()
-                if active + queued == len(posts):
-                    break
-                await asyncio.sleep(0.02)
-            if queued >= 1:
-                break
+        await until(lambda active, queued: active >= slots)
+        posts.append(asyncio.create_task(http.post("/v1/completions", json=long)))
+        _, queued = await until(lambda active, queued: queued >= 1)
         assert queued == 1
         with pytest.raises(openai.InternalServerError) as e:
             server.client().chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4)

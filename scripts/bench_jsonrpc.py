@@ -77,6 +77,32 @@ class RawClient:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
 
+async def start_engine(home: Path, threads: int) -> tuple[asyncio.subprocess.Process, RawClient]:
+    """`python -m server` over stdio, as an editor runs it, initialized (no REST port)."""
+    env = dict(
+        os.environ,
+        INGOT_HOME=str(home),
+        INGOT_THREADS=str(threads),
+        PYTHONPATH=str(REPO),
+        INGOT_LOG_LEVEL="WARNING",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+    c = RawClient(proc)
+    opts = {"restEnabled": False}
+    init = {"processId": os.getpid(), "capabilities": {}, "initializationOptions": opts}
+    await c.request("initialize", init)
+    c.notify("initialized", {})
+    return proc, c
+
+
 async def rpc_run(c: RawClient, prompt: str, n: int, token: str) -> tuple[float, float, float]:
     """(TTFT ms, decode tok/s as the client saw the partial results, decode tok/s as the engine
     measured it in its telemetry)."""
@@ -147,32 +173,7 @@ async def main() -> None:
 
     import onnxruntime_genai as og
 
-    env = dict(
-        os.environ,
-        INGOT_HOME=tempfile.mkdtemp(prefix="ingot-bench-"),
-        INGOT_THREADS=str(args.threads),
-        PYTHONPATH=str(REPO),
-        INGOT_LOG_LEVEL="WARNING",
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=REPO,
-    )
-    c = RawClient(proc)
-    await c.request(
-        "initialize",
-        {
-            "processId": os.getpid(),
-            "capabilities": {},
-            "initializationOptions": {"restEnabled": False},
-        },
-    )
-    c.notify("initialized", {})
+    proc, c = await start_engine(Path(tempfile.mkdtemp(prefix="ingot-bench-")), args.threads)
     await c.request("ingot/model/register", {"path": str(model_dir), "name": "bench-model"})
     await c.request("ingot/model/load", {"model": "bench-model", "ttl": -1})
 

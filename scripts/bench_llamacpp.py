@@ -96,29 +96,10 @@ class RpcEngine:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self, model_dir: Path) -> None:
-        from scripts.bench_jsonrpc import RawClient
+        from scripts.bench_jsonrpc import start_engine
 
-        env = dict(
-            os.environ,
-            INGOT_HOME=str(self.home),
-            INGOT_THREADS=str(self.threads),
-            PYTHONPATH=str(REPO),
-            INGOT_LOG_LEVEL="WARNING",
-        )
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "server",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=REPO,
-        )
-        self.client = c = RawClient(self.proc)
-        opts = {"restEnabled": False}
-        init = {"processId": os.getpid(), "capabilities": {}, "initializationOptions": opts}
-        await c.request("initialize", init)
-        c.notify("initialized", {})
+        self.proc, c = await start_engine(self.home, self.threads)
+        self.client = c
         await c.request("ingot/model/register", {"path": str(model_dir), "name": "exact"})
         await c.request("ingot/model/load", {"model": "exact", "ttl": -1})
 

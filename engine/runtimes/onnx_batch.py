@@ -104,20 +104,8 @@ class DecodeBatch:
         An attention that ignores per-row lengths or the shared buffer fails this."""
         probe = [1, 2, 3, 4]
         self._ensure(2, len(probe))
-        io = self._session.io_binding()
-        io.bind_output(self._logits, "cpu")
-        ids = np.array([probe[:3]], np.int64)
-        io.bind_cpu_input("input_ids", ids)
-        io.bind_cpu_input("attention_mask", np.ones_like(ids))
-        self._bind_kv(io, 0, 1)
-        self._session.run_with_iobinding(io)
-        io = self._session.io_binding()
-        io.bind_output(self._logits, "cpu")
-        io.bind_cpu_input("input_ids", np.array([[probe[3]]], np.int64))
-        io.bind_cpu_input("attention_mask", np.ones((1, 4), np.int64))
-        self._bind_kv(io, 0, 1)
-        self._session.run_with_iobinding(io)
-        stepped = io.get_outputs()[0].numpy()[0, -1]
+        self._prefill(0, probe[:3])
+        stepped = self._run_row(0, [probe[3]], len(probe))
         whole = self._prefill(1, probe)
         # Prefill and decode kernels round differently (measured: 0.04 on a logit range of
         # ~30); attention that ignored the rows' lengths would be off by the whole range.
@@ -180,11 +168,15 @@ class DecodeBatch:
         self.used = time.monotonic()
         self._ensure(len(self.rows) + 1, len(seq.prompt) + seq.max_new)
         logits = self._prefill(len(self.rows), seq.prompt)
-        self.rows.append(seq)
-        seq.batch = self
-        seq.length = len(seq.prompt)
-        self._reprioritise()
+        self._join(seq, len(seq.prompt))
         seq.choose(logits)
+
+    def _join(self, seq: BatchedSequence, length: int) -> None:
+        """`seq` becomes the last row, whose cache already holds `length` positions."""
+        seq.batch, seq.length = self, length
+        seq.configure(self.search)
+        self.rows.append(seq)
+        self._reprioritise()
 
     def _ensure(self, rows: int, length: int) -> None:
         """KV buffers with room for `rows` rows of `length` tokens, keeping the rows' caches."""
@@ -223,27 +215,24 @@ class DecodeBatch:
         if got is None:
             return None
         tokens, kv = got
-        seq = BatchedSequence.__new__(BatchedSequence)
-        seq.__dict__.update(single.__dict__)  # rid, halt, counts, detokenizer stream, ...
-        seq.done = False
-        seq.batch, seq.length, seq.next_input = self, len(tokens) - 1, tokens[-1]
-        seq._params = single.job.get("params") or {}
-        seq._seen = set(tokens)
-        seq.configure(self.search)
+        seq = BatchedSequence.moved_from(single, tokens)
         self._ensure(len(self.rows) + 1, len(seq.prompt) + seq.max_new)
-        row = len(self.rows)
+        row, cached = len(self.rows), len(tokens) - 1  # all but the newest token
         for buf, src in zip(self._kv, kv, strict=True):
-            buf[row, :, : seq.length] = np.asarray(src)[0, :, : seq.length]
-        self.rows.append(seq)
-        self._reprioritise()
+            buf[row, :, :cached] = np.asarray(src)[0, :, :cached]
+        self._join(seq, cached)
         return seq
 
     def _prefill(self, row: int, tokens: list[int]) -> np.ndarray:
+        return self._run_row(row, tokens, len(tokens))
+
+    def _run_row(self, row: int, tokens: list[int], total: int) -> np.ndarray:
+        """Run `tokens` through one row alone (its cache then holds `total` positions); the
+        last position's logits."""
         io = self._session.io_binding()
         io.bind_output(self._logits, "cpu")
-        ids = np.array([tokens], np.int64)
-        io.bind_cpu_input("input_ids", ids)
-        io.bind_cpu_input("attention_mask", np.ones_like(ids))
+        io.bind_cpu_input("input_ids", np.array([tokens], np.int64))
+        io.bind_cpu_input("attention_mask", np.ones((1, total), np.int64))
         self._bind_kv(io, row, row + 1)
         self._session.run_with_iobinding(io)
         return np.asarray(io.get_outputs()[0].numpy()[0, -1])
@@ -322,12 +311,25 @@ class BatchedSequence(Sequence):
         self, session: OnnxSession, job: dict[str, Any], halt: threading.Event, emit: Emit
     ) -> None:
         super().__init__(session, job, halt, emit)
+        self._as_row(job, self.prompt)
+
+    def _as_row(self, job: dict[str, Any], seen: list[int]) -> None:
         self.batch: DecodeBatch | None = None
         self.length = 0
-        self.next_input = 0
+        self.next_input = seen[-1] if seen else 0
         self._params = job.get("params") or {}
         self._opts: dict[str, Any] = {}
-        self._seen: set[int] = set(self.prompt)
+        self._seen: set[int] = set(seen)
+
+    @classmethod
+    def moved_from(cls, single: GenaiSequence, tokens: list[int]) -> BatchedSequence:
+        """The row that carries on `single` (after its handover): the same id, halt, counts,
+        pending text and detokeniser; `tokens` are its prompt and output so far."""
+        seq = cls.__new__(cls)
+        seq.__dict__.update(single.__dict__)
+        seq.done = False
+        seq._as_row(single.job, tokens)
+        return seq
 
     def configure(self, search_defaults: dict[str, Any]) -> None:
         """Sampling as ORT GenAI would do it for these params: its search options, with the
@@ -366,8 +368,10 @@ class BatchedSequence(Sequence):
 def sample(logits: np.ndarray, o: dict[str, Any], rng: np.random.Generator, seen: set[int]) -> int:
     """The next token from one row's logits: repetition penalty (as ORT GenAI applies it, over
     prompt and output tokens), then greedy, or temperature, top-k and top-p sampling."""
-    x = logits.astype(np.float32, copy=True)
     penalty = o["repetition_penalty"]
+    if o["greedy"] and (penalty == 1.0 or not seen):
+        return int(logits.argmax())  # the common case: no copy of the vocabulary's logits
+    x = logits.astype(np.float32, copy=True)
     if penalty != 1.0 and seen:
         idx = np.fromiter(seen, np.int64)
         vals = x[idx]

@@ -86,7 +86,7 @@ class OnnxSession:
             self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
         )
 
-    def start(self, job: dict[str, Any], halt: threading.Event, emit: Emit) -> Sequence:
+    def start(self, job: dict[str, Any], halt: threading.Event, emit: Emit) -> GenaiSequence:
         """Tokenize and prefill one request; its tokens then come from Sequence.step()."""
         return GenaiSequence(self, job, halt, emit)
 

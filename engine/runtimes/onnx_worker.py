@@ -132,17 +132,21 @@ class Worker:
         gives every row a token: requests that arrive while others run are batched."""
         assert self._session is not None
         singles: list[Sequence] = []
+        movable: list[GenaiSequence] = []  # singles that may become batch rows
         admitted: set[int] = set()
         while (jobs := self._next_jobs(wait=not singles and self._batch_rows() == 0)) is not None:
             for job in jobs:
                 rid = int(job["id"])
                 admitted.add(rid)
                 busy = len(jobs) > 1 or bool(singles) or self._batch_rows() > 0
-                batched = self._admit_batched(job, busy)
-                if batched is None:
-                    singles.append(self._session.start(job, self._halts[rid], self.send))
-            if self._batch is not None and self._batch.rows:
-                singles = self._move_into_batch(singles)
+                batchable = self._batchable(job)
+                if not (busy and batchable and self._admit_batched(job)):
+                    single = self._session.start(job, self._halts[rid], self.send)
+                    singles.append(single)
+                    if batchable:
+                        movable.append(single)
+            if movable and self._batch is not None and self._batch.rows:
+                movable = self._move_into_batch(movable)
             self._release_idle_batch()
             for seq in singles:
                 if seq.halt.is_set():
@@ -161,21 +165,17 @@ class Worker:
                 self._halts.pop(rid, None)
             admitted &= live
 
-    def _move_into_batch(self, singles: list[Sequence]) -> list[Sequence]:
-        """Singles that could be batch rows become rows (KV copied over), so only sequences
-        that must have their own generator still take turns with the batch."""
+    def _move_into_batch(self, movable: list[GenaiSequence]) -> list[GenaiSequence]:
+        """Batchable singles become rows (their KV copied over), so only sequences that must
+        have their own generator still take turns with the batch; a moved single is done, so
+        it drops out of `singles`. Returns those still to move (e.g. not started yet)."""
         assert self._batch is not None
-        keep: list[Sequence] = []
-        for seq in singles:
-            if (
-                isinstance(seq, GenaiSequence)
-                and not seq.halt.is_set()
-                and self._batchable(seq.job)
-                and self._batch.adopt(seq) is not None
-            ):
-                continue
-            keep.append(seq)
-        return keep
+        batch = self._batch
+        return [
+            seq
+            for seq in movable
+            if not seq.done and (seq.halt.is_set() or batch.adopt(seq) is None)
+        ]
 
     @staticmethod
     def _batchable(job: dict[str, Any]) -> bool:
@@ -200,30 +200,27 @@ class Worker:
     def _batch_rows(self) -> int:
         return len(self._batch.rows) if self._batch is not None else 0
 
-    def _admit_batched(self, job: dict[str, Any], busy: bool) -> BatchedSequence | None:
-        """Start `job` as a row of the DecodeBatch when it can be batched and something else is
-        running (alone, a sequence of its own decodes a little faster); see _batchable."""
-        if not busy or not self._batchable(job):
-            return None
+    def _admit_batched(self, job: dict[str, Any]) -> bool:
+        """Start `job` as a row of the DecodeBatch if there is one with room (batchable jobs
+        that arrive while something runs; alone, a sequence of its own decodes a little
+        faster). False: it runs as a single for now (the first overlap builds the batch)."""
         if self._batch is None:
             self._start_batch()
-            return None
+            return False
         if self._batch.full:
-            return None
+            return False
         assert self._session is not None
-        rid = int(job["id"])
-        seq = BatchedSequence(self._session, job, self._halts[rid], self.send)
+        seq = BatchedSequence(self._session, job, self._halts[int(job["id"])], self.send)
         if seq.done:
-            return seq  # failed to tokenize: already reported
-        seq.configure(self._batch.search)
+            return True  # failed to tokenize: already reported
         if seq.halt.is_set():
             seq.finish("halted")
-            return seq
+            return True
         try:
             self._batch.add(seq)
         except Exception as e:
             seq.fail(e)
-        return seq
+        return True
 
     def _start_batch(self) -> None:
         """Build the DecodeBatch in the background the first time requests overlap; until it

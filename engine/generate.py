@@ -157,7 +157,7 @@ async def run_generation(
                 model_id=variant.id,
                 text="" if calls else text,
                 finish_reason=finish,
-                usage=Usage(n_prompt, tokens),
+                usage=Usage(n_prompt, tokens, rec.cached_tokens),
                 record=rec,
                 tool_calls=tuple(calls),
             )

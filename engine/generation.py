@@ -65,6 +65,8 @@ class RuntimeStats:
     first_token: float | None
     finished: float
     finish_reason: FinishReason
+    # Prompt tokens whose KV cache came from an earlier request (not prefilled again).
+    cached_tokens: int = 0
 
 
 GenerationEvent = TextDelta | RuntimeStats

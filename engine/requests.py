@@ -49,6 +49,7 @@ class CompletionRequest:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of prompt_tokens, reused from an earlier request's KV cache
 
     @property
     def total_tokens(self) -> int:

@@ -36,6 +36,7 @@ class RequestRecord:
     prefill_tps: float | None
     decode_tps: float | None
     finish_reason: str
+    cached_tokens: int = 0  # prompt tokens reused from an earlier request's KV cache
 
     @staticmethod
     def from_stats(
@@ -58,7 +59,9 @@ class RequestRecord:
         first = stats.first_token
         ttft = None if first is None else (first - requested) * 1000
         prefill_s = None if first is None else first - stats.started
-        prefill = stats.prompt_tokens / prefill_s if prefill_s and prefill_s > 0 else None
+        # Tokens actually prefilled: a prompt cache hit computes only what was new.
+        prefilled = stats.prompt_tokens - stats.cached_tokens
+        prefill = prefilled / prefill_s if prefill_s and prefill_s > 0 else None
         n = stats.completion_tokens if completion_tokens is None else completion_tokens
         decode_s = None if first is None else stats.finished - first
         decode = (n - 1) / decode_s if decode_s and decode_s > 0 and n > 1 else None
@@ -78,6 +81,7 @@ class RequestRecord:
             prefill_tps=prefill,
             decode_tps=decode,
             finish_reason=finish_reason,
+            cached_tokens=stats.cached_tokens,
         )
 
 

@@ -235,10 +235,16 @@ def unsupported_params(req: BaseModel) -> list[str]:
 
 
 # -- responses ---------------------------------------------------------------------------------
+class PromptTokensDetails(_Response):
+    cached_tokens: int
+
+
 class Usage(_Response):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # As OpenAI reports prompt caching: prompt tokens whose KV cache an earlier request made.
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class FunctionOut(_Response):

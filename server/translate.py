@@ -51,6 +51,7 @@ def model_info(view: ModelView) -> m.ModelInfo:
         framework=v.framework,
         runtime=v.runtime,
         source=v.source.describe(),
+        build=v.build.kind if v.build else None,
         size_bytes=v.size_bytes,
         context_length=v.context_length,
         max_output_tokens=v.max_output_tokens,
@@ -187,6 +188,7 @@ def request_telemetry(r: RequestRecord) -> g.RequestTelemetry:
         prefill_tps=r.prefill_tps,
         decode_tps=r.decode_tps,
         finish_reason=r.finish_reason,
+        cached_tokens=r.cached_tokens,
     )
 
 
@@ -204,6 +206,7 @@ def generation_result(r: GenerationResult) -> g.GenerationResult:
             prompt_tokens=r.usage.prompt_tokens,
             completion_tokens=r.usage.completion_tokens,
             total_tokens=r.usage.total_tokens,
+            cached_tokens=r.usage.cached_tokens,
         ),
         telemetry=request_telemetry(r.record),
     )

@@ -36,6 +36,7 @@ from engine.runtimes.onnx_session import (
     GenaiSequence,
     OnnxSession,
     Sequence,
+    common_prefix,
     search_options,
 )
 
@@ -164,12 +165,31 @@ class DecodeBatch:
 
     # -- rows ----------------------------------------------------------------------------------
     def add(self, seq: BatchedSequence) -> None:
-        """Prefill a new sequence alone into the next free row and pick its first token."""
+        """Prefill a new sequence alone into the next free row and pick its first token. The
+        prefix it shares with a row already here (the same system prompt, eight requests for
+        the same completion) is copied from that row's cache instead of computed again."""
         self.used = time.monotonic()
         self._ensure(len(self.rows) + 1, len(seq.prompt) + seq.max_new)
-        logits = self._prefill(len(self.rows), seq.prompt)
+        row = len(self.rows)
+        source, shared = self._shared_prefix(seq.prompt)
+        if shared:
+            for buf in self._kv:
+                buf[row, :, :shared] = buf[source, :, :shared]
+            logits = self._run_row(row, seq.prompt[shared:], len(seq.prompt))
+            seq.cached = shared
+        else:
+            logits = self._prefill(row, seq.prompt)
         self._join(seq, len(seq.prompt))
         seq.choose(logits)
+
+    def _shared_prefix(self, prompt: list[int]) -> tuple[int, int]:
+        """(row, length) of the longest prompt prefix a row's cache already holds. Only its
+        prompt's positions count (prefilled, so they round as a prefill of this prompt would:
+        decoded positions round differently), and at least two tokens are left to run, as
+        with the worker's kept generator."""
+        shared = [common_prefix(row.prompt, prompt, len(prompt) - 2) for row in self.rows]
+        best = max(range(len(shared)), key=shared.__getitem__, default=0)
+        return best, shared[best] if shared else 0
 
     def _join(self, seq: BatchedSequence, length: int) -> None:
         """`seq` becomes the last row, whose cache already holds `length` positions."""
@@ -359,7 +379,7 @@ class BatchedSequence(Sequence):
         self.next_input = tok
         self.accept(tok)  # max_new already stops it inside the context
 
-    def _release(self) -> None:
+    def _release(self, reusable: bool) -> None:
         if self.batch is not None:
             self.batch.remove(self)
             self.batch = None

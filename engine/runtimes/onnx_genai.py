@@ -32,6 +32,7 @@ from engine.generation import (
 )
 from engine.progress import Progress, ProgressCallback
 from engine.runtimes.base import HaltFlag, RuntimeCapabilities
+from engine.runtimes.onnx_session import genai_kv_bytes
 from engine.runtimes.worker_process import EXIT, WorkerFailed, WorkerProcess
 
 # The engine package's parent, so `-m engine.runtimes.onnx_worker` imports this very checkout.
@@ -52,11 +53,9 @@ def kv_bytes_per_token(variant: ModelVariant, folder: Path) -> int:
         return variant.kv.bytes_per_token()
     try:
         cfg = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
-        dec = cfg["model"]["decoder"]
-        per = 2 * int(dec["num_hidden_layers"]) * int(dec["num_key_value_heads"])
-        return per * int(dec["head_size"]) * (2 if variant.device == "cuda" else 4)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return 0
+    return genai_kv_bytes(cfg, variant.device)
 
 
 def concurrent_sequences(variant: ModelVariant, kv_per_token: int) -> int:
@@ -214,6 +213,7 @@ class OnnxGenaiInstance:
             first_token=None if s["first_token"] is None else float(s["first_token"]),
             finished=float(s["finished"]),
             finish_reason=cast(FinishReason, finish),
+            cached_tokens=int(s.get("cached_tokens", 0)),
         )
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,24 @@ def _flush_s() -> float:
 
 FLUSH_S = _flush_s()
 
+# Fresh generators that may be reused get a KV buffer rounded up to this many positions, so the
+# next request fits in it more often (46 KB a position for the default model).
+KV_ROUND = 256
+# The most KV memory a kept generator may hold while the model is idle (its buffer is as long as
+# its max_length): 2 300 positions for the default model, ~1 000 for a 3.8B one.
+KEEP_BYTES = 256 * 2**20
+
+
+def genai_kv_bytes(genai: dict[str, Any], device: str) -> int:
+    """KV-cache bytes per position from a genai_config.json (ORT GenAI keeps the CPU KV cache in
+    float32 and the CUDA one in float16); 0 if the config does not say."""
+    try:
+        dec = genai["model"]["decoder"]
+        per = 2 * int(dec["num_hidden_layers"]) * int(dec["num_key_value_heads"])
+        return per * int(dec["head_size"]) * (2 if device == "cuda" else 4)
+    except (KeyError, TypeError, ValueError):
+        return 0
+
 
 def search_options(params: dict[str, Any], max_length: int) -> dict[str, Any]:
     """Sampling settings (engine SamplingParams as a dict) -> ORT GenAI search options."""
@@ -54,6 +73,114 @@ def search_options(params: dict[str, Any], max_length: int) -> dict[str, Any]:
     sampled = any(params.get(k) is not None for k in ("temperature", "top_p", "top_k"))
     opts["do_sample"] = not greedy and sampled
     return opts
+
+
+def reuse_key(job: dict[str, Any]) -> tuple[tuple[str, Any], ...] | None:
+    """What a request's generator must have been made with for the request to run on it (its
+    search options, less the length), or None if it needs a generator of its own: guidance
+    lives in the generator, and a seeded sampled request must give the same text every time."""
+    opts = search_options(job.get("params") or {}, 0)
+    if job.get("constraint") is not None or (opts["do_sample"] and "random_seed" in opts):
+        return None
+    opts.pop("max_length")
+    opts.pop("random_seed", None)  # greedy: the seed changes nothing
+    return tuple(sorted(opts.items()))
+
+
+@dataclass
+class _Kept:
+    gen: Any
+    key: tuple[tuple[str, Any], ...]
+    max_length: int
+    prompt: list[int]  # the positions its last prefill computed
+    kept_at: float
+
+
+class PromptCache:
+    """Finished generators kept for the next requests: up to SLOTS of them, within KEEP_BYTES.
+
+    A request that starts the way a kept prompt did (the chat template's system prompt, a
+    conversation's earlier turns, the text before the cursor as someone types) takes that
+    generator, rewinds it to the prefix they share and prefills only the rest; it also skips
+    allocating a KV buffer (~40 ms for the ~2 000 positions of a request without max_tokens,
+    here). Several slots, so a chat and the inline completions typed meanwhile do not evict
+    each other's prefix. Only positions a prefill computed are reused, not the tokens generated
+    after it one at a time: single-token steps round differently from a prefill, and an answer
+    would then depend on what ran before (measured: a reused previous answer changed the next
+    turn's greedy text). So a request answers token-for-token as on a fresh generator (tested).
+    """
+
+    SLOTS = 3
+    # A prefix this short is not worth a slot: the request takes the oldest generator (when
+    # all slots are used) or a fresh one, and leaves the others' longer prefixes be.
+    MIN_SHARED = 16
+
+    def __init__(self, bytes_per_position: int) -> None:
+        self._per = bytes_per_position or KEEP_BYTES // 4096
+        self._kept: list[_Kept] = []  # oldest first
+        self.hits = 0
+        self.reused_tokens = 0
+
+    @property
+    def held(self) -> bool:
+        return bool(self._kept)
+
+    @property
+    def kept_at(self) -> float:
+        return max((k.kept_at for k in self._kept), default=0.0)
+
+    def keep(
+        self, gen: Any, key: tuple[tuple[str, Any], ...], max_length: int, prompt: list[int]
+    ) -> None:
+        if max_length * self._per > KEEP_BYTES:
+            return  # too much memory to sit on while idle
+        self._kept.append(_Kept(gen, key, max_length, prompt, time.monotonic()))
+        while len(self._kept) > self.SLOTS or self._bytes() > KEEP_BYTES:
+            self._kept.pop(0)
+
+    def _bytes(self) -> int:
+        return sum(k.max_length for k in self._kept) * self._per
+
+    def drop(self) -> None:
+        self._kept.clear()
+
+    def take(
+        self, prompt: list[int], key: tuple[tuple[str, Any], ...], need: int
+    ) -> tuple[Any, int, int] | None:
+        """A kept generator rewound to the prefix it shares with `prompt`, that prefix's length
+        and the generator's max_length; None when no generator with these search options fits
+        `need` positions, or when none shares a prefix worth it and a slot is free. At least two
+        prompt tokens are left to prefill: onnxruntime-genai 0.18 gives wrong logits when one
+        token is appended after rewind_to (measured; two or more, and rewinding to 0, give the
+        fresh generator's tokens)."""
+        if len(prompt) < 2:
+            return None
+        fits = [k for k in self._kept if k.key == key and need <= k.max_length]
+        if not fits:
+            return None
+        shared = {id(k): common_prefix(k.prompt, prompt, len(prompt) - 2) for k in fits}
+        best = max(fits, key=lambda k: shared[id(k)])
+        if shared[id(best)] < self.MIN_SHARED:
+            if len(self._kept) < self.SLOTS:
+                return None
+            best = fits[0]  # the oldest: recycle its buffer, keep the longer prefixes
+        self._kept.remove(best)
+        n = shared[id(best)]
+        best.gen.rewind_to(n)
+        self.hits += 1
+        self.reused_tokens += n
+        return best.gen, n, best.max_length
+
+
+def common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """How many leading tokens `a` and `b` share, counting at most `limit`."""
+    import numpy as np
+
+    limit = max(0, min(len(a), len(b), limit))
+    differ = np.flatnonzero(
+        np.asarray(a[:limit], dtype=np.int64) != np.asarray(b[:limit], dtype=np.int64)
+    )
+    return int(differ[0]) if differ.size else limit
 
 
 class OnnxSession:
@@ -77,6 +204,7 @@ class OnnxSession:
         genai = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
         self.context_length = int(genai["model"]["context_length"])
         self.eos = {int(t) for t in self.tokenizer.eos_token_ids}
+        self.prompt_cache = PromptCache(genai_kv_bytes(genai, device))
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
@@ -112,6 +240,7 @@ class Sequence:
         self._pending: list[str] = []
         self._flushed = 0.0
         self.prompt: list[int] = []
+        self.cached = 0  # prompt tokens whose KV came from an earlier request
         self.max_new = 1
         try:
             self.prompt = [int(t) for t in session.tokenizer.encode(job["prompt"])]
@@ -149,15 +278,16 @@ class Sequence:
             self._pending = []
         self._flushed = time.monotonic()
 
-    def _release(self) -> None:
-        """Free what computes this sequence's tokens (its KV cache) now, not at the next GC."""
+    def _release(self, reusable: bool) -> None:
+        """Free what computes this sequence's tokens (its KV cache) now, not at the next GC;
+        `reusable`: it ended cleanly, so its KV cache may serve the next request."""
 
     def fail(self, e: Exception) -> None:
         if self.done:
             return
         self._flush()
         self.done = True
-        self._release()
+        self._release(False)
         self._emit({"id": self.rid, "error": f"Generation failed in ONNX Runtime GenAI: {e}"})
 
     def finish(self, reason: str) -> None:
@@ -165,12 +295,13 @@ class Sequence:
             return
         self._flush()
         self.done = True
-        self._release()
+        self._release(True)
         self._emit(
             {
                 "id": self.rid,
                 "stats": {
                     "prompt_tokens": len(self.prompt),
+                    "cached_tokens": self.cached,
                     "completion_tokens": self._produced,
                     "started": self._started,
                     "first_token": self._first,
@@ -193,19 +324,31 @@ class GenaiSequence(Sequence):
         self._gen: Any = None
         self.job = job
         self._guided = job.get("constraint") is not None
+        self._key = reuse_key(job)
+        self._max_length = 0
         if self.done:
             return
         og = session._og
+        need = len(self.prompt) + self.max_new
         try:
+            if halt.is_set():
+                return  # step() reports it halted
+            if self._key is not None and (
+                kept := session.prompt_cache.take(self.prompt, self._key, need)
+            ):
+                self._gen, self.cached, self._max_length = kept
+                self._gen.append_tokens(self.prompt[self.cached :])  # the rest of the prefill
+                return
+            # A generator that may be kept gets a rounded-up buffer, so the next request more
+            # often fits in it.
+            rounded = min(session.context_length, -(-need // KV_ROUND) * KV_ROUND)
+            self._max_length = need if self._key is None else max(need, rounded)
             gp = og.GeneratorParams(session.model)
-            gp.set_search_options(
-                **search_options(job.get("params") or {}, len(self.prompt) + self.max_new)
-            )
+            gp.set_search_options(**search_options(job.get("params") or {}, self._max_length))
             if (constraint := job.get("constraint")) is not None:
                 gp.set_guidance(constraint["kind"], constraint["text"])
             self._gen = og.Generator(session.model, gp)
-            if not halt.is_set():
-                self._gen.append_tokens(self.prompt)  # the prefill
+            self._gen.append_tokens(self.prompt)  # the prefill
         except Exception as e:
             self.fail(e)
 
@@ -244,5 +387,7 @@ class GenaiSequence(Sequence):
         self.done = True  # its tokens now come from the batch row that took its place
         return tokens, kv
 
-    def _release(self) -> None:
-        self._gen = None
+    def _release(self, reusable: bool) -> None:
+        gen, self._gen = self._gen, None
+        if reusable and gen is not None and self._key is not None:
+            self._session.prompt_cache.keep(gen, self._key, self._max_length, self.prompt)

@@ -34,7 +34,7 @@ from engine.runtimes.onnx_session import (
     GenaiSequence,
     OnnxSession,
     Sequence,
-    search_options,
+    reuse_key,
 )
 
 
@@ -100,9 +100,10 @@ class Worker:
     def _next_jobs(self, wait: bool) -> list[dict[str, Any]] | None:
         """Every job that has arrived (waiting for one if asked); None when told to stop."""
         jobs: list[dict[str, Any]] = []
-        # An idle worker with a batching session wakes now and then to see if it can let go.
-        # (Or is being given one: the build may finish after this wait began.)
+        # An idle worker holding a batching session or kept generators wakes now and then to
+        # see if it can let go. (Or is being given a session: its build may finish meanwhile.)
         holds = self._batch is not None or self._batch_loader is not None
+        holds = holds or (self._session is not None and self._session.prompt_cache.held)
         timeout = BATCH_IDLE_S / 4 if wait and holds else None
         try:
             item = self._jobs.get(block=wait, timeout=timeout)
@@ -147,7 +148,7 @@ class Worker:
                         movable.append(single)
             if movable and self._batch is not None and self._batch.rows:
                 movable = self._move_into_batch(movable)
-            self._release_idle_batch()
+            self._release_idle()
             for seq in singles:
                 if seq.halt.is_set():
                     seq.step()  # reports it halted now, whoever's turn it is
@@ -181,19 +182,26 @@ class Worker:
     def _batchable(job: dict[str, Any]) -> bool:
         """Constrained and seeded sampled requests always get their own generator: guidance
         lives in ORT GenAI, and a seed must give the same text however busy the model is
-        (greedy decoding gives the same text either way)."""
-        params = job.get("params") or {}
-        seeded = params.get("seed") is not None and search_options(params, 1)["do_sample"]
-        return job.get("constraint") is None and not seeded
+        (greedy decoding gives the same text either way). The rule is the prompt cache's."""
+        return reuse_key(job) is not None
 
-    def _release_idle_batch(self) -> None:
+    def _release_idle(self) -> None:
         """Give the batching session's memory back (a second copy of the weights) once no
-        requests have overlapped for BATCH_IDLE_S; the next overlap builds it again."""
-        batch = self._batch
-        if batch is not None and not batch.rows and time.monotonic() - batch.used > BATCH_IDLE_S:
+        requests have overlapped for BATCH_IDLE_S, and the kept generators' KV caches once no
+        request has come for as long; the next overlap builds the batch again."""
+        assert self._session is not None
+        cache, batch, now = self._session.prompt_cache, self._batch, time.monotonic()
+        idle_cache = cache.held and now - cache.kept_at > BATCH_IDLE_S
+        idle_batch = batch is not None and not batch.rows and now - batch.used > BATCH_IDLE_S
+        if not (idle_cache or idle_batch):
+            return
+        if idle_cache:
+            cache.drop()
+        if idle_batch and batch is not None:
             batch.close()
-            gc.collect()
-            _trim_heap()
+        gc.collect()
+        _trim_heap()
+        if idle_batch:
             self._batch = None  # last: `batching_ready` reads 0 once the memory is back
             self._batch_loader = None
 
@@ -275,7 +283,10 @@ class Worker:
     def metrics(self) -> dict[str, float]:
         """Counters for status and /metrics (read without a lock: a torn read is one step old)."""
         batch = self._batch
+        cache = self._session.prompt_cache if self._session is not None else None
         return {
+            "prompt_cache_hits": float(cache.hits if cache else 0),
+            "prompt_cache_tokens": float(cache.reused_tokens if cache else 0),
             "batching_ready": float(batch is not None),
             "batched_rows": float(len(batch.rows) if batch else 0),
             "batch_steps": float(batch.steps if batch else 0),

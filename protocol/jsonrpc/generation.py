@@ -77,6 +77,9 @@ class Usage(WireModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    cached_tokens: int = Field(
+        0, description="Of the prompt tokens, those reused from an earlier request's KV cache."
+    )
 
 
 class RequestTelemetry(WireModel):
@@ -97,6 +100,9 @@ class RequestTelemetry(WireModel):
     prefill_tps: float | None
     decode_tps: float | None
     finish_reason: str
+    cached_tokens: int = Field(
+        0, description="Prompt tokens reused from an earlier request's KV cache (not prefilled)."
+    )
 
 
 class GenerationResult(WireModel):

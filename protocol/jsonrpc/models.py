@@ -30,6 +30,9 @@ class ModelInfo(WireModel):
     framework: Literal["onnx", "vllm"]
     runtime: Literal["onnx-genai", "vllm"]
     source: str = Field(description="Where the files come from, e.g. `huggingface:repo@rev/sub`.")
+    build: Literal["gguf-to-hf", "hf-to-onnx", "gguf-import"] | None = Field(
+        None, description="How this machine makes it from its source, if it is not downloaded."
+    )
     size_bytes: int
     context_length: int
     max_output_tokens: int
@@ -61,7 +64,8 @@ class ModelInfo(WireModel):
         description="While loaded: the runtime's process (`pid`), how many generations it runs at "
         "once, vLLM's `plan` (device, dtype, maxModelLen, maxNumSeqs, gpuMemoryUtilization, ...) "
         "and its last `metrics` (vLLM: running/waiting requests, KV-cache usage, token totals; "
-        "ONNX: `batching_ready`, `batched_rows`, `batch_steps`, `batched_tokens`).",
+        "ONNX: `batching_ready`, `batched_rows`, `batch_steps`, `batched_tokens`, "
+        "`prompt_cache_hits`, `prompt_cache_tokens`).",
     )
 
 

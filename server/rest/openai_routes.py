@@ -80,6 +80,7 @@ def _usage(result: GenerationResult) -> oa.Usage:
         prompt_tokens=u.prompt_tokens,
         completion_tokens=u.completion_tokens,
         total_tokens=u.total_tokens,
+        prompt_tokens_details=oa.PromptTokensDetails(cached_tokens=u.cached_tokens),
     )
 
 

@@ -353,8 +353,14 @@ async def test_overlapping_requests_are_batched_and_answer_as_they_would_alone(
     before = (await entry.instance.runtime_metrics())["batched_tokens"]
     together = await asyncio.gather(*(run(service, req(a)) for a in asks))
     after = await entry.instance.runtime_metrics()
-    # Greedy decoding gives token-for-token the same answers batched as alone.
+    # Greedy decoding gives token-for-token the same answers batched as alone, also for rows
+    # that copied the system prompt's cache from a row already there.
     assert [r.text for r in together] == solo
+    assert sum(r.usage.cached_tokens for r in together) >= 20
+    # The same request three times at once: later rows reuse all but the last two prompt tokens.
+    same = await asyncio.gather(*(run(service, req(asks[1])) for _ in range(3)))
+    assert [r.text for r in same] == [solo[1]] * 3
+    assert max(r.usage.cached_tokens for r in same) == same[0].usage.prompt_tokens - 2
     assert after["batched_tokens"] - before >= 2 * 20  # most of it ran as batch rows
     assert after["batched_rows"] == 0  # and the rows are gone once the requests are
 
@@ -425,6 +431,64 @@ async def test_an_idle_batch_gives_its_memory_back(
     await batching_ready(service, ready=False)
     assert worker.memory_info().rss < batched - 100 * 2**20
     await batching_ready(service)  # and the next overlap builds it again
+
+
+async def test_a_prompt_that_starts_like_the_last_one_prefills_only_the_rest(
+    service: EngineService,
+) -> None:
+    """The worker keeps its last generator: the next request rewinds it to the prefix they share
+    (here the chat template's system prompt, then a conversation's previous prompt) and
+    prefills only the rest. The answers are token-for-token those of a fresh generator, and the usage says how
+    many prompt tokens came from the cache."""
+    params = SamplingParams(max_tokens=24, temperature=0)
+    first = [{"role": "user", "content": "Name three colours."}]
+    second = [{"role": "user", "content": "Write a haiku about rain."}]
+
+    async def cold(messages: list[dict[str, str]]) -> GenerationResult:
+        if service.loader.get_loaded(DEFAULT_ONNX_ID) is not None:
+            await service.unload(MODEL, force=True)  # a fresh worker keeps nothing
+        await service.load(MODEL)
+        return await run(service, ChatRequest(MODEL, messages, params))
+
+    cold_first, cold_second = await cold(first), await cold(second)
+    assert cold_second.usage.cached_tokens == 0
+    turn = [*first, {"role": "assistant", "content": cold_first.text}, *second]
+    cold_turn = await cold(turn)
+
+    await cold(first)
+    warm_second = await run(service, ChatRequest(MODEL, second, params))
+    assert warm_second.text == cold_second.text
+    system = warm_second.usage.cached_tokens  # the template's default system prompt
+    assert 10 <= system < warm_second.usage.prompt_tokens
+    assert warm_second.record.cached_tokens == system
+
+    # A conversation's next turn reuses the previous prompt (not the answer generated after
+    # it: token-by-token steps round differently from a prefill, and would change the text).
+    await cold(first)
+    warm_turn = await run(service, ChatRequest(MODEL, turn, params))
+    assert warm_turn.text == cold_turn.text
+    assert warm_turn.usage.cached_tokens == cold_first.usage.prompt_tokens
+
+    # A request with little in common (an inline completion typed during a chat) gets a slot of
+    # its own: the conversation's prefix is still there for its next turn.
+    await cold(first)
+    other = [
+        {"role": "system", "content": "Translate to French."},
+        {"role": "user", "content": "Hi"},
+    ]
+    assert (await run(service, ChatRequest(MODEL, other, params))).usage.cached_tokens < 16
+    again = await run(service, ChatRequest(MODEL, turn, params))
+    assert again.text == cold_turn.text
+    assert again.usage.cached_tokens == cold_first.usage.prompt_tokens
+
+    # Other search options need a generator made with them: no reuse, and nothing breaks.
+    entry = service.loader.get_loaded(DEFAULT_ONNX_ID)
+    assert entry is not None
+    hits = (await entry.instance.runtime_metrics())["prompt_cache_hits"]
+    sampled = SamplingParams(max_tokens=8, temperature=0.8, top_k=20)
+    got = await run(service, ChatRequest(MODEL, second, sampled))
+    assert got.usage.cached_tokens == 0 and got.usage.completion_tokens > 0
+    assert (await entry.instance.runtime_metrics())["prompt_cache_hits"] == hits
 
 
 async def test_two_chats_share_the_model_turn_by_turn(service: EngineService) -> None:

@@ -309,6 +309,8 @@ export interface ModelInfo {
   runtime: "onnx-genai" | "vllm";
   /** Where the files come from, e.g. `huggingface:repo@rev/sub`. */
   source: string;
+  /** How this machine makes it from its source, if it is not downloaded. */
+  build?: "gguf-to-hf" | "hf-to-onnx" | "gguf-import" | null;
   sizeBytes: number;
   contextLength: number;
   maxOutputTokens: number;
@@ -340,7 +342,7 @@ export interface ModelInfo {
   offered: boolean;
   /** Why its runtime cannot run here, if so. */
   runtimeUnavailable?: string | null;
-  /** While loaded: the runtime's process (`pid`), how many generations it runs at once, vLLM's `plan` (device, dtype, maxModelLen, maxNumSeqs, gpuMemoryUtilization, ...) and its last `metrics` (vLLM: running/waiting requests, KV-cache usage, token totals; ONNX: `batching_ready`, `batched_rows`, `batch_steps`, `batched_tokens`). */
+  /** While loaded: the runtime's process (`pid`), how many generations it runs at once, vLLM's `plan` (device, dtype, maxModelLen, maxNumSeqs, gpuMemoryUtilization, ...) and its last `metrics` (vLLM: running/waiting requests, KV-cache usage, token totals; ONNX: `batching_ready`, `batched_rows`, `batch_steps`, `batched_tokens`, `prompt_cache_hits`, `prompt_cache_tokens`). */
   runtimeInfo?: Record<string, unknown> | null;
 }
 
@@ -422,6 +424,11 @@ export interface RequestTelemetry {
   prefillTps?: number | null;
   decodeTps?: number | null;
   finishReason: string;
+  /**
+   * Prompt tokens reused from an earlier request's KV cache (not prefilled).
+   * @default 0
+   */
+  cachedTokens?: number;
 }
 
 export interface ServiceReady {
@@ -495,6 +502,11 @@ export interface Usage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /**
+   * Of the prompt tokens, those reused from an earlier request's KV cache.
+   * @default 0
+   */
+  cachedTokens?: number;
 }
 
 /**

@@ -3,6 +3,7 @@ and registers bring-your-own folders. Blocking; the service runs it in a worker 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -20,11 +21,18 @@ from engine.catalog.variant import (
     ModelVariant,
     Precision,
 )
-from engine.errors import CompileFailed, InvalidModelFolder, InvalidRequest, ModelNotFound
+from engine.errors import (
+    CompileFailed,
+    IngotError,
+    InvalidModelFolder,
+    InvalidRequest,
+    ModelNotFound,
+)
 from engine.progress import CancelToken, ProgressCallback
 
 if TYPE_CHECKING:
     from engine.compile.fidelity import FidelityReport
+    from engine.compile.gguf_import import ImportReport
 
 
 class Downloader(Protocol):
@@ -107,6 +115,9 @@ class Provisioner:
                 return cache.path_for(v.id)
             staging = cache.staging_for(v.id)
             src = v.source
+            build: dict[str, Any] | None = None
+            if v.build is not None:
+                build = {"kind": v.build.kind, "precision": v.build.precision}
             if src.kind == "huggingface":
                 on_state(v.id, "downloading")
                 self._downloader().download(src, staging, progress=progress, cancel=cancel)
@@ -115,6 +126,11 @@ class Provisioner:
                 on_state(v.id, "compiling")
                 self._fresh(staging)
                 self._compiler().gguf_to_hf(gguf, staging, progress=progress, cancel=cancel)
+            elif v.build is not None and v.build.kind == "gguf-import":
+                gguf = self._input_gguf(v, cache, on_state)
+                on_state(v.id, "compiling")
+                _, record = self._import(gguf, staging, progress, cancel)
+                build = {**(build or {}), **record}
             elif v.build is not None and v.build.kind == "hf-to-onnx":
                 parent = self._parent(v)
                 hf_dir = self.ensure(parent, progress, cancel, on_state)
@@ -145,9 +161,7 @@ class Provisioner:
                 framework=v.framework,
                 device=v.device,
                 revision=src.revision if src.kind == "huggingface" else src.package_version,
-                build=None
-                if v.build is None
-                else {"kind": v.build.kind, "precision": v.build.precision},
+                build=build,
             )
             entry: CacheEntry = cache.commit(staging, manifest)
             return entry.path
@@ -161,7 +175,25 @@ class Provisioner:
             )
         if src.kind == "local" and src.path:
             return Path(src.path)
-        raise CompileFailed(f"{v.id}: a gguf-to-hf build needs a PyPI or local GGUF source.")
+        raise CompileFailed(f"{v.id}: a {v.build and v.build.kind} build needs a GGUF source.")
+
+    @staticmethod
+    def _import(
+        gguf: Path, staging: Path, progress: ProgressCallback, cancel: CancelToken
+    ) -> tuple[ImportReport, dict[str, Any]]:
+        """import_gguf into `staging`; its report and the cache entry's build record, which
+        names the GGUF (what `ingot model verify --fidelity` compares with)."""
+        from engine.compile import import_gguf
+
+        shutil.rmtree(staging, ignore_errors=True)  # import_gguf claims a missing folder itself
+        report = import_gguf(gguf, staging, progress=progress, cancel=cancel)
+        record = {
+            "kind": "gguf-import",
+            "gguf": str(gguf),
+            "exact": report.exact,
+            "requantized": report.requantized,
+        }
+        return report, record
 
     def _parent(self, v: ModelVariant) -> ModelVariant:
         assert v.build is not None
@@ -251,8 +283,6 @@ class Provisioner:
     ) -> ModelVariant:
         """A GGUF file -> an ONNX Runtime GenAI model in the cache that keeps the GGUF's own
         quantised blocks (engine.compile.import_gguf), registered as a local model `name`."""
-        from engine.compile import import_gguf
-
         if not (gguf.is_file() and gguf.suffix.lower() == ".gguf"):
             raise InvalidModelFolder(
                 f"{gguf} is not a GGUF file.",
@@ -263,10 +293,8 @@ class Provisioner:
         variant_id = f"{_slug(name)}-cpu-gguf:1"
         with cache.variant_lock(variant_id):
             staging = cache.staging_for(variant_id)
-            self._fresh(staging)
-            staging.rmdir()  # import_gguf claims an empty or missing folder itself
             on_state(variant_id, "compiling")
-            report = import_gguf(gguf, staging, progress=progress, cancel=cancel)
+            report, record = self._import(gguf, staging, progress, cancel)
             manifest = cache.new_manifest(
                 variant_id,
                 staging,
@@ -274,12 +302,7 @@ class Provisioner:
                 runtime="onnx-genai",
                 framework="onnx",
                 device="cpu",
-                build={
-                    "kind": "gguf-import",
-                    "gguf": str(gguf),
-                    "exact": report.exact,
-                    "requantized": report.requantized,
-                },
+                build=record,
             )
             entry = cache.commit(staging, manifest)
         described = self.describe_folder(entry.path, runtime="onnx-genai", name=name)
@@ -334,6 +357,11 @@ class Provisioner:
                         folder, ref, threads=self.threads, progress=progress, cancel=cancel
                     )
                 gguf = self.gguf_source(src) or next(ref.glob("*.gguf"), None)
+        if gguf is None and v.build and v.build.kind == "gguf-import":
+            # A catalog import whose cache entry does not say (copied in, or older): its
+            # catalog source is the GGUF.
+            with contextlib.suppress(IngotError):
+                gguf = self._input_gguf(v, self.cache, lambda vid, state: None)
         if gguf is None or not gguf.is_file():
             raise InvalidRequest(
                 f"Ingot does not know the source weights of {v.id}.",

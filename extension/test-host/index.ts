@@ -6,7 +6,7 @@ import { writeFileSync } from "fs";
 import * as vscode from "vscode";
 import type { IngotApi } from "../src/extension";
 
-const MODEL = "smollm2-135m-instruct-cpu-int8:1";
+const MODEL = "smollm2-135m-instruct-cpu-gguf:1";
 type Test = { name: string; fn: (api: IngotApi) => Promise<void> };
 const tests: Test[] = [];
 const test = (name: string, fn: (api: IngotApi) => Promise<void>): void => {

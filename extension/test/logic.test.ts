@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Backoff } from "../src/backoff";
-import { contextValue, fitBadge, groupCatalog, loadedNames, modelDescription, restEndpoint } from "../src/catalog";
+import { contextValue, fitBadge, groupCatalog, loadedNames, modelDescription, restEndpoint, treeLabel } from "../src/catalog";
 import { formatBytes, formatMs, formatTps, formatTtl, parseTtl, ttlRemaining } from "../src/format";
 import { inlineAllowed } from "../src/inline";
 import { installHint, interpreterCandidates, venvPython } from "../src/interpreter";
@@ -48,6 +48,16 @@ test("catalog groups downloaded and available, sorted by alias", () => {
   const g = groupCatalog([model({ id: "b:1", alias: "b", cached: true }), model({ id: "a:1", alias: "a" }), model({ id: "c:1", alias: "a", cached: true })]);
   assert.deepEqual(g.downloaded.map((m) => m.id), ["c:1", "b:1"]);
   assert.deepEqual(g.available.map((m) => m.id), ["a:1"]);
+});
+
+test("tree labels are aliases, unless two variants share one", () => {
+  const gguf = model({ id: "smol-cpu-gguf:1", alias: "smol" });
+  const int8 = model({ id: "smol-cpu-int8:1", alias: "smol" });
+  const other = model({ id: "phi-cpu-int4:1", alias: "phi" });
+  assert.equal(treeLabel(other, [gguf, int8, other]), "phi");
+  assert.equal(treeLabel(gguf, [gguf, int8, other]), "smol-cpu-gguf");
+  assert.equal(treeLabel(int8, [gguf, int8, other]), "smol-cpu-int8");
+  assert.equal(treeLabel(gguf, [gguf, other]), "smol");
 });
 
 test("model description, fit badge and context values", () => {

@@ -187,11 +187,12 @@ def download_model(ctx: CliContext, model: str, *, quiet_if_cached: bool = False
         if not quiet_if_cached:
             note(f"{mi.id} is already downloaded ({mi.path}).")
         return mi
-    how = (
-        "building it on this machine"
-        if mi.source == "build"
-        else f"downloading it from {mi.source}"
-    )
+    if mi.build is None:
+        how = f"downloading it from {mi.source}"
+    elif mi.source == "build":  # made from another variant (the chain is in the catalog)
+        how = "building it on this machine"
+    else:
+        how = f"building it on this machine from {mi.source}"
     note(f"{mi.id} is not in the cache yet: {how} ({human_bytes(mi.size_bytes)}).")
     with ProgressView(f"Downloading {mi.id}") as view:
         try:

@@ -4,6 +4,7 @@ answers on stdout."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -42,3 +43,11 @@ def test_demo_command_builds_the_default_model_then_answers(empty_home: Path) ->
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip()
     assert "building" not in again.stderr
+
+    # The default CPU variant is the GGUF's own blocks: it meets the fidelity target, and its
+    # cache entry remembers which GGUF to compare with.
+    proc = run(empty_home, "model", "verify", "smollm2-135m", "--fidelity", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["model"] == DEFAULT_ONNX_ID and res["meetsTarget"] is True
+    assert 0 < res["meanKl"] <= res["target"] == 0.01

@@ -11,6 +11,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from server.state import read_state
+from tests.conftest import DEFAULT_ONNX_ID
 from tests.e2e.rpc_client import engine
 
 MODEL = "smollm2-135m"
@@ -35,9 +36,9 @@ async def test_catalog_and_model_info(seeded_home: Path) -> None:
     async with engine(seeded_home) as c:
         listing = await c.request("ingot/catalog/list", {"cachedOnly": True})
         ids = {m["id"] for m in listing["models"]}
-        assert "smollm2-135m-instruct-cpu-int8:1" in ids
+        assert DEFAULT_ONNX_ID in ids
         info = await c.request("ingot/model/info", {"model": MODEL})
-        assert info["id"] == "smollm2-135m-instruct-cpu-int8:1"
+        assert info["id"] == DEFAULT_ONNX_ID
         assert info["cached"] and info["fits"] and info["offered"] and not info["loaded"]
         everything = await c.request("ingot/catalog/list", {"includeAll": True})
         cuda = [m for m in everything["models"] if m["device"] == "cuda"]
@@ -253,7 +254,7 @@ async def test_second_engine_on_same_home_forwards(seeded_home: Path) -> None:
             assert res["text"] and "".join(d["text"] for d in second.partials["fw"]) == res["text"]
             # The model was loaded once, by the owner; the forwarding engine loaded nothing.
             owner = await first.request("ingot/service/status")
-            assert [m["id"] for m in owner["loaded"]] == ["smollm2-135m-instruct-cpu-int8:1"]
+            assert [m["id"] for m in owner["loaded"]] == [DEFAULT_ONNX_ID]
             assert (await second.request("ingot/service/status"))["loaded"] == []
             info = await second.request("ingot/model/info", {"model": MODEL})
             assert info["loaded"]

@@ -21,12 +21,13 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from server.state import OWNERSHIP_LOCK, read_state
+from tests.conftest import DEFAULT_ONNX_ID
 from tests.e2e import rest_server
 from tests.e2e.rpc_client import IngotTestClient, engine, plain
 from tests.support.hf_server import HfTestServer
 
 MODEL = "smollm2-135m"
-VARIANT = "smollm2-135m-instruct-cpu-int8:1"
+VARIANT = DEFAULT_ONNX_ID
 HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
 LONG = [{"role": "user", "content": "Write a very long story about a dragon."}]
 NO_KEY = {"INGOT_API_KEY": ""}

@@ -17,11 +17,12 @@ import psutil
 import pytest
 
 from server.state import read_state
+from tests.conftest import DEFAULT_ONNX_ID
 from tests.e2e.rest_server import RestServer, copy_home, read_sse, running, spawn, start
 from tests.support.hf_server import HfTestServer
 
 MODEL = "smollm2-135m"
-VARIANT = "smollm2-135m-instruct-cpu-int8:1"
+VARIANT = DEFAULT_ONNX_ID
 HF_VARIANT = "smollm2-135m-instruct-vllm-cpu:1"
 HELLO = [{"role": "user", "content": "Say hello."}]
 HUB_REPO = "ingot-test/rest-download"

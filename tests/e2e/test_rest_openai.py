@@ -16,10 +16,11 @@ import openai
 import pytest
 
 from engine.runtimes.onnx_session import FLUSH_S
+from tests.conftest import DEFAULT_ONNX_ID
 from tests.e2e.rest_server import RestServer, copy_home, read_sse, running
 
 MODEL = "smollm2-135m"
-VARIANT = "smollm2-135m-instruct-cpu-int8:1"
+VARIANT = DEFAULT_ONNX_ID
 HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
 WEATHER = {
     "type": "function",

@@ -62,7 +62,7 @@ try {
       await page.mouse.move(bar.x + bar.width + 180, bar.y + 300, { steps: 5 });
       await page.mouse.up();
     }
-    const row = page.locator('.monaco-list-row[aria-label*="SmolLM2-135M-Instruct (CPU, int8)"]').first();
+    const row = page.locator('.monaco-list-row[aria-label*="SmolLM2-135M-Instruct (CPU, GGUF Q4_1)"]').first();
     await row.waitFor({ timeout: 90_000 });
     const label = await row.getAttribute("aria-label");
     if (!/cpu · onnx-genai · \d+ MB/.test(label) || !/fits/.test(label)) throw new Error(`row label: ${label}`);
@@ -71,7 +71,7 @@ try {
   });
 
   await steps.step("Download from the Models view: a progress notification, then the model is downloaded", async () => {
-    const row = page.locator('.monaco-list-row[aria-label*="SmolLM2-135M-Instruct (CPU, int8)"]').first();
+    const row = page.locator('.monaco-list-row[aria-label*="SmolLM2-135M-Instruct (CPU, GGUF Q4_1)"]').first();
     await row.hover();
     await row.locator('.action-label[aria-label="Download Model"]').click();
     await page.locator(".notifications-toasts .notification-toast", { hasText: "Downloading smollm2-135m" }).first().waitFor({ timeout: 30_000 });
@@ -86,7 +86,7 @@ try {
     // The tree re-renders when the download's state events arrive: retry if a click hit a stale row.
     const input = page.locator(".quick-input-widget input.input");
     for (let attempt = 1; ; attempt++) {
-      const row = page.locator('.monaco-list-row[aria-label*="SmolLM2-135M-Instruct (CPU, int8)"]').first();
+      const row = page.locator('.monaco-list-row[aria-label*="SmolLM2-135M-Instruct (CPU, GGUF Q4_1)"]').first();
       await row.hover();
       await row.locator('.action-label[aria-label="Load Model"]').click({ timeout: 5_000 }).catch(() => undefined);
       const shown = await input.waitFor({ state: "visible", timeout: 5_000 }).then(() => true, () => false);
@@ -96,7 +96,8 @@ try {
     }
     await input.fill("10m");
     await shot("03a-ttl-prompt");
-    await page.keyboard.press("Enter");
+    // Press Enter on the input itself: a tree refresh can take the page's focus for a moment.
+    await input.press("Enter");
     await page.locator(".notification-toast", { hasText: "is loaded" }).first().waitFor({ timeout: 60_000 });
     const loaded = page.locator('.monaco-list-row[aria-label*="TTL"]').first();
     await loaded.waitFor({ timeout: 15_000 });
@@ -168,7 +169,7 @@ try {
     await page.keyboard.press("Control+Alt+I");
     const ask = page.locator(".quick-input-widget input.input");
     await ask.waitFor({ state: "visible", timeout: 10_000 });
-    await ask.fill("Rename the function to compute_area.");
+    await ask.fill("Rename the function to `compute_area`.");
     await page.keyboard.press("Enter");
     const accept = page.locator(".codelens-decoration a", { hasText: "Accept" }).first();
     await accept.waitFor({ timeout: 90_000 });

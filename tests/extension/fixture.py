@@ -5,7 +5,7 @@ Hugging Face look-alike (so "Download" in the UI is a real download), or seeded 
     python tests/extension/fixture.py seed --home DIR          # cache the default model in DIR
 
 `hub` writes {"hfEndpoint", "catalog", "hfHome"} to --out: a catalog file that points the shipped
-default variant (smollm2-135m-instruct-cpu-int8:1) at the hub, for INGOT_CATALOGS.
+default variant (smollm2-135m-instruct-cpu-gguf:1, the GGUF import) at the hub, for INGOT_CATALOGS.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.support.models import build_default_model  # noqa: E402
+from tests.support.exact_model import build_exact_model  # noqa: E402
 from tests.support.paths import TEST_BUILD_ROOT  # noqa: E402
 
-DEFAULT_VARIANT = "smollm2-135m-instruct-cpu-int8"
-HF_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-ingot-onnx-int8"
+DEFAULT_VARIANT = "smollm2-135m-instruct-cpu-gguf"
+HF_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-ingot-onnx-gguf"
 
 
 def hub_catalog(onnx: Path) -> dict[str, object]:
@@ -41,7 +41,7 @@ def hub_catalog(onnx: Path) -> dict[str, object]:
 def serve_hub(out: Path, throttle_bps: int | None) -> None:
     from tests.support.hf_server import HfTestServer
 
-    _, onnx = build_default_model(TEST_BUILD_ROOT)
+    _, onnx = build_exact_model(TEST_BUILD_ROOT)
     work = Path(tempfile.mkdtemp(prefix="ingot-ext-hub-"))
     catalog = work / "catalog.json"
     catalog.write_text(json.dumps(hub_catalog(onnx)), encoding="utf-8")
@@ -56,7 +56,7 @@ def serve_hub(out: Path, throttle_bps: int | None) -> None:
 def seed(home: Path) -> None:
     from tests.conftest import DEFAULT_ONNX_ID, seed_model
 
-    _, onnx = build_default_model(TEST_BUILD_ROOT)
+    _, onnx = build_exact_model(TEST_BUILD_ROOT)
     home.mkdir(parents=True, exist_ok=True)
     seed_model(home, DEFAULT_ONNX_ID, onnx, "build", "onnx-genai", "onnx")
     print(json.dumps({"home": str(home), "model": DEFAULT_ONNX_ID}), flush=True)

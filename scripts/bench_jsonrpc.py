@@ -23,7 +23,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts.bench_engine import PROMPT_MESSAGES, bare_run  # noqa: E402
+from scripts.bench_engine import PROMPT_MESSAGES, bare_run, unseen_prompt  # noqa: E402
+from scripts.bench_rest import settle  # noqa: E402
 
 
 class RawClient:
@@ -192,8 +193,12 @@ async def main() -> None:
     await rpc_run(c, prompt, 8, "warm")
     bare, rpc = [], []
     for i in range(args.reps):
-        bare.append(bare_run(model, tokenizer, prompt, args.tokens))
-        rpc.append(await rpc_run(c, prompt, args.tokens, f"r{i}"))
+        # A prompt the engine's prompt cache has not seen, so both sides prefill all of it.
+        fresh = unseen_prompt(tokenizer, i)
+        await settle()
+        bare.append(bare_run(model, tokenizer, fresh, args.tokens))
+        await settle()
+        rpc.append(await rpc_run(c, fresh, args.tokens, f"r{i}"))
     del model
     status = await status_latency(c, 8, 48)
     await c.request("shutdown")
@@ -204,7 +209,7 @@ async def main() -> None:
         return statistics.median(x[i] for x in xs)
 
     result = {
-        "prompt_tokens": len(tokenizer.encode(prompt)),
+        "prompt_tokens": len(tokenizer.encode(unseen_prompt(tokenizer, 0))),
         "completion_tokens": args.tokens,
         "threads": args.threads,
         "reps": args.reps,

@@ -42,10 +42,26 @@ MESSAGES = [
 ]
 
 
-def bare_run(og: Any, model: Any, tokenizer: Any, n: int) -> dict[str, float]:
+def unseen(i: int, messages: list[dict[str, str]] = MESSAGES) -> list[dict[str, str]]:
+    """`messages` behind a system prompt used only once, as long as the chat template's default
+    one: a prompt cache (Ingot's, llama.cpp's prefix reuse) can reuse only the template's first
+    tokens of it, so TTFT is measured cold, as the bare loop always runs."""
+    system = f"{i * 7919 % 100_003}. You are a helpful AI assistant named SmolLM, trained by"
+    return [{"role": "system", "content": system + " Hugging Face"}, *messages]
+
+
+async def settle() -> None:
+    """A pause before each timed request: the thread pools of whichever process ran last (ORT's,
+    llama.cpp's) spin for a while after their work ends, and would slow the next one."""
+    await asyncio.sleep(0.2)
+
+
+def bare_run(
+    og: Any, model: Any, tokenizer: Any, n: int, messages: list[dict[str, str]] = MESSAGES
+) -> dict[str, float]:
     """The reference: render, encode, greedy loop with a decoding stream, no framework at all."""
     t0 = time.perf_counter()
-    prompt = tokenizer.apply_chat_template(json.dumps(MESSAGES), add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
     tokens = tokenizer.encode(prompt)
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(tokens) + n)
@@ -64,13 +80,15 @@ def bare_run(og: Any, model: Any, tokenizer: Any, n: int) -> dict[str, float]:
     return {"ttft_ms": (first - t0) * 1000, "decode_tps": (count - 1) / (last - first), "n": count}
 
 
-async def sse_run(http: aiohttp.ClientSession, url: str, n: int) -> dict[str, float]:
+async def sse_run(
+    http: aiohttp.ClientSession, url: str, n: int, messages: list[dict[str, str]] = MESSAGES
+) -> dict[str, float]:
     """One streamed chat request; times are taken when each chunk arrives at the client. A chunk
     may carry several tokens (the engine batches them, see onnx_session.FLUSH_S), so the token
     count comes from the usage chunk; the first chunk always carries the first token alone."""
     body = {
         "model": "bench-model",
-        "messages": MESSAGES,
+        "messages": messages,
         "max_tokens": n,
         "temperature": 0,
         "stream": True,
@@ -103,14 +121,22 @@ async def sse_run(http: aiohttp.ClientSession, url: str, n: int) -> dict[str, fl
     }
 
 
-async def concurrent(http: aiohttp.ClientSession, url: str, k: int, n: int) -> dict[str, float]:
+async def concurrent(
+    http: aiohttp.ClientSession, url: str, k: int, n: int, same: bool = False
+) -> dict[str, Any]:
+    """k streams at once: each with a prompt of its own (only the template's first tokens in
+    common, so every row prefills in full), or all the same prompt (`same`: rows after the first
+    copy its prefix from the batch)."""
     t0 = time.perf_counter()
-    runs = await asyncio.gather(*(sse_run(http, url, n) for _ in range(k)))
+    runs = await asyncio.gather(
+        *(sse_run(http, url, n, MESSAGES if same else unseen(1000 * k + j)) for j in range(k))
+    )
     wall = time.perf_counter() - t0
     tokens = sum(r["n"] for r in runs)
     ttfts = sorted(r["ttft_ms"] for r in runs)
     return {
         "streams": k,
+        "prompts": "same" if same else "distinct",
         "tokens": tokens,
         "wall_s": wall,
         "aggregate_tps": tokens / wall,
@@ -174,14 +200,17 @@ def markdown(res: dict[str, Any]) -> str:
         f"{res['best_ttft_overhead_ms']:+.1f} ms on best runs (target <= 10 ms): HTTP, JSON "
         "validation, model resolution, chat template, token count, the worker thread.",
         "",
-        "| concurrent streams | tokens | wall s | aggregate tok/s | x single | TTFT p50 / p95 ms |",
-        "|---|---|---|---|---|---|",
+        "| prompts | concurrent streams | tokens | wall s | aggregate tok/s | x single | "
+        "TTFT p50 / p95 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
-    single = res["concurrency"][0]["aggregate_tps"] if res["concurrency"] else 0.0
+    single: dict[str, float] = {}
     for c in res["concurrency"]:
+        one = single.setdefault(c["prompts"], c["aggregate_tps"])
         lines.append(
-            f"| {c['streams']} | {c['tokens']} | {c['wall_s']:.2f} | {c['aggregate_tps']:.1f} | "
-            f"{c['aggregate_tps'] / single:.2f} | {c['ttft_p50_ms']:.0f} / {c['ttft_p95_ms']:.0f} |"
+            f"| {c['prompts']} | {c['streams']} | {c['tokens']} | {c['wall_s']:.2f} | "
+            f"{c['aggregate_tps']:.1f} | {c['aggregate_tps'] / one:.2f} | "
+            f"{c['ttft_p50_ms']:.0f} / {c['ttft_p95_ms']:.0f} |"
         )
     lines += [
         "",
@@ -217,7 +246,6 @@ async def main() -> None:
     cfg.overlay(json.dumps(opts))
     model = og.Model(cfg)
     tokenizer = og.Tokenizer(model)
-    prompt = tokenizer.apply_chat_template(json.dumps(MESSAGES), add_generation_prompt=True)
 
     home = Path(tempfile.mkdtemp(prefix="ingot-bench-rest-"))
     proc, url = start_server(home, args.threads)
@@ -233,22 +261,32 @@ async def main() -> None:
             await sse_run(http, url, 8)
             bare: list[dict[str, float]] = []
             sse: list[dict[str, float]] = []
-            for _ in range(args.reps):
-                bare.append(bare_run(og, model, tokenizer, args.tokens))
-                sse.append(await sse_run(http, url, args.tokens))
+            for i in range(args.reps):
+                await settle()
+                bare.append(bare_run(og, model, tokenizer, args.tokens, unseen(i)))
+                await settle()
+                sse.append(await sse_run(http, url, args.tokens, unseen(i)))
             # The model's worker builds its batching session the first time requests overlap
             # (they take turns meanwhile): pay that once, outside the measurement.
             await concurrent(http, url, 2, 8)
             await asyncio.sleep(2.0)
             levels = [int(x) for x in args.concurrency.split(",") if x]
-            conc = [await concurrent(http, url, k, args.concurrency_tokens) for k in levels]
+            conc = [
+                await concurrent(http, url, k, args.concurrency_tokens, same)
+                for same in (False, True)
+                for k in levels
+            ]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     res: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "model": model_dir.name if model_dir.name != "onnx" else "SmolLM2-135M-Instruct int8",
-        "prompt_tokens": len(tokenizer.encode(prompt)),
+        "prompt_tokens": len(
+            tokenizer.encode(
+                tokenizer.apply_chat_template(json.dumps(unseen(0)), add_generation_prompt=True)
+            )
+        ),
         "tokens": args.tokens,
         "threads": args.threads,
         "reps": args.reps,

@@ -420,14 +420,7 @@ class Provisioner:
             try:
                 m = cfg.get("model", {})
                 ctx = int(m.get("context_length", 4096))
-                dec = m.get("decoder", {})
-                kv = None
-                if {"num_hidden_layers", "num_key_value_heads", "head_size"} <= dec.keys():
-                    kv = KvShape(
-                        int(dec["num_hidden_layers"]),
-                        int(dec["num_key_value_heads"]),
-                        int(dec["head_size"]),
-                    )
+                kv = KvShape.from_genai_config(cfg, device)
             except (AttributeError, TypeError, ValueError) as e:
                 raise _bad_config(folder / "genai_config.json", e) from None
             framework = "onnx"
@@ -445,16 +438,8 @@ class Provisioner:
             hf = _config(folder / "config.json")
             try:
                 ctx = int(hf.get("max_position_embeddings", 4096))
-                kv = None
-                if "num_hidden_layers" in hf and "num_attention_heads" in hf:
-                    heads = int(hf["num_attention_heads"])
-                    kv = KvShape(
-                        int(hf["num_hidden_layers"]),
-                        int(hf.get("num_key_value_heads", heads)),
-                        int(hf.get("head_dim") or hf["hidden_size"] // heads),
-                        2,
-                    )
-            except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+                kv = KvShape.from_hf_config(hf)
+            except (AttributeError, TypeError, ValueError) as e:
                 raise _bad_config(folder / "config.json", e) from None
             framework = "vllm"
         base = _slug(name or folder.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -87,6 +88,47 @@ class KvShape:
 
     def bytes_per_token(self) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+
+    # The two config files a model folder may carry. Both return None when the file does not
+    # describe the architecture and raise ValueError/TypeError when it does so with bad values,
+    # so a caller can tell "unknown" from "broken".
+    @classmethod
+    def from_genai_config(cls, genai: Mapping[str, Any], device: str) -> KvShape | None:
+        """From an ONNX Runtime GenAI genai_config.json (its CPU KV cache is float32, its CUDA
+        one float16)."""
+        model = genai.get("model")
+        dec = model.get("decoder") if isinstance(model, Mapping) else None
+        if not isinstance(dec, Mapping) or not dec.keys() >= _GENAI_KEYS:
+            return None
+        return cls(
+            int(dec["num_hidden_layers"]),
+            int(dec["num_key_value_heads"]),
+            int(dec["head_size"]),
+            2 if device == "cuda" else 4,
+        )
+
+    @classmethod
+    def from_hf_config(cls, hf: Mapping[str, Any], dtype_bytes: int = 2) -> KvShape | None:
+        """From a Hugging Face config.json (head_dim defaults to hidden_size / heads)."""
+        if "num_hidden_layers" not in hf or "num_attention_heads" not in hf:
+            return None
+        heads = int(hf["num_attention_heads"])
+        if heads <= 0:
+            raise ValueError(f"num_attention_heads is {heads}")
+        head_dim = hf.get("head_dim")
+        if not head_dim:
+            if "hidden_size" not in hf:
+                raise ValueError("it gives neither head_dim nor hidden_size")
+            head_dim = int(hf["hidden_size"]) // heads
+        return cls(
+            int(hf["num_hidden_layers"]),
+            int(hf.get("num_key_value_heads") or heads),
+            int(head_dim),
+            dtype_bytes,
+        )
+
+
+_GENAI_KEYS = {"num_hidden_layers", "num_key_value_heads", "head_size"}
 
 
 @dataclass(frozen=True)

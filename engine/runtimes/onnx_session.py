@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.catalog.variant import KvShape
+
 Emit = Callable[[dict[str, Any]], None]
 
 # Seconds a sequence may wait for a turn before it goes next whatever its class (the worker's
@@ -48,11 +50,10 @@ def genai_kv_bytes(genai: dict[str, Any], device: str) -> int:
     """KV-cache bytes per position from a genai_config.json (ORT GenAI keeps the CPU KV cache in
     float32 and the CUDA one in float16); 0 if the config does not say."""
     try:
-        dec = genai["model"]["decoder"]
-        per = 2 * int(dec["num_hidden_layers"]) * int(dec["num_key_value_heads"])
-        return per * int(dec["head_size"]) * (2 if device == "cuda" else 4)
-    except (KeyError, TypeError, ValueError):
+        kv = KvShape.from_genai_config(genai, device)
+    except (TypeError, ValueError):
         return 0
+    return kv.bytes_per_token() if kv else 0
 
 
 def search_options(params: dict[str, Any], max_length: int) -> dict[str, Any]:

@@ -44,11 +44,6 @@ def kv_from_folder(folder: Path) -> KvShape | None:
     """The KV shape from a Hugging Face config.json, for variants whose catalog entry has none."""
     try:
         hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        heads = int(hf["num_attention_heads"])
-        return KvShape(
-            int(hf["num_hidden_layers"]),
-            int(hf.get("num_key_value_heads", heads)),
-            int(hf.get("head_dim") or hf["hidden_size"] // heads),
-        )
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return KvShape.from_hf_config(hf) if isinstance(hf, dict) else None
+    except (OSError, ValueError, TypeError):
         return None

@@ -24,7 +24,9 @@ STREAM_DOC = (
 WORK_DOC = (
     "Reports LSP work-done progress (`$/progress` begin/report/end with percentage and bytes) on "
     "`workDoneToken`, or on a token the server creates with `window/workDoneProgress/create`. "
-    "`$/cancelRequest` or `window/workDoneProgress/cancel` stops it."
+    "`$/cancelRequest` or `window/workDoneProgress/cancel` stops it. The `end` message says how "
+    "it ended: done (e.g. `Downloaded`), stopped by a cancel, or `Failed` (a download: kept for "
+    "next time) with the error in the response."
 )
 
 register(

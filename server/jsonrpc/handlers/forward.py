@@ -10,7 +10,12 @@ from typing import Any
 from engine.progress import Progress
 from protocol.registry import method as spec_of
 from server.jsonrpc.forwarding import Forwarder, OwnerUnreachable
-from server.jsonrpc.handlers.progress import WorkDone
+from server.jsonrpc.handlers.progress import (
+    DOWNLOAD_FAILED,
+    DOWNLOAD_STOPPED,
+    WorkDone,
+    reporting,
+)
 from server.jsonrpc.server import IngotServer, parse
 
 Handler = Callable[[Any], Awaitable[Any]]
@@ -43,30 +48,32 @@ async def _stream_generation(
 
 
 async def _download(server: IngotServer, fwd: Forwarder, name: str, p: dict[str, Any]) -> Any:
-    wd = await WorkDone.start(server, p.get("workDoneToken"), f"Downloading {p['model']}")
+    """Forward ingot/model/download, relaying the owner's progress as this request's own."""
 
-    def on_progress(event: str, data: Any) -> None:
-        if event == "progress":
-            wd.report(
-                Progress(
-                    stage=str(data.get("stage", "download")),
-                    message=str(data.get("message", "")),
-                    fraction=data.get("fraction"),
-                    bytes_done=data.get("bytesDone"),
-                    bytes_total=data.get("bytesTotal"),
+    def relay(wd: WorkDone) -> Awaitable[Any]:
+        def on_progress(event: str, data: Any) -> None:
+            if event == "progress":
+                wd.report(
+                    Progress(
+                        stage=str(data.get("stage", "download")),
+                        message=str(data.get("message", "")),
+                        fraction=data.get("fraction"),
+                        bytes_done=data.get("bytesDone"),
+                        bytes_total=data.get("bytesTotal"),
+                    )
                 )
-            )
 
-    try:
-        result = await fwd.stream(name, p, on_progress)
-    except asyncio.CancelledError:
-        wd.end("Download stopped; it resumes next time.")
-        raise
-    except BaseException:
-        wd.end("Failed")
-        raise
-    wd.end("Downloaded")
-    return result
+        return fwd.stream(name, p, on_progress)
+
+    return await reporting(
+        server,
+        p.get("workDoneToken"),
+        f"Downloading {p['model']}",
+        relay,
+        done="Downloaded",
+        stopped=DOWNLOAD_STOPPED,
+        failed=DOWNLOAD_FAILED,
+    )
 
 
 def _forwarding(server: IngotServer, name: str, local: Handler) -> Handler:

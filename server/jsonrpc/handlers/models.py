@@ -11,7 +11,12 @@ from engine.progress import CancelToken, ProgressCallback
 from protocol.jsonrpc import models as m
 from protocol.jsonrpc.service import ServiceStatus
 from server import translate
-from server.jsonrpc.handlers.progress import WorkDone
+from server.jsonrpc.handlers.progress import (
+    DOWNLOAD_FAILED,
+    DOWNLOAD_STOPPED,
+    WorkDone,
+    reporting,
+)
 from server.jsonrpc.server import IngotServer, dump, parse
 
 T = TypeVar("T")
@@ -45,19 +50,21 @@ async def with_progress(
     *,
     done: str,
     stopped: str,
+    failed: str = "Failed",
 ) -> T:
-    """A long operation (download, compile, import, verify) reporting work-done progress; a
-    cancelled request tells the operation to stop (partial downloads stay resumable)."""
-    wd = await WorkDone.start(server, token, title)
+    """A cancellable engine operation (download, compile, import, verify) under work-done
+    progress: a cancelled request tells the operation to stop (partial downloads stay
+    resumable)."""
     cancel = CancelToken()
-    try:
-        result = await run(wd.report, cancel)
-    except BaseException:
-        cancel.cancel("request cancelled")
-        wd.end(stopped)
-        raise
-    wd.end(done)
-    return result
+
+    async def go(wd: WorkDone) -> T:
+        try:
+            return await run(wd.report, cancel)
+        except asyncio.CancelledError:
+            cancel.cancel("request cancelled")
+            raise
+
+    return await reporting(server, token, title, go, done=done, stopped=stopped, failed=failed)
 
 
 def register(server: IngotServer) -> None:
@@ -89,7 +96,8 @@ def register(server: IngotServer) -> None:
             f"Downloading {variant.id}",
             lambda report, cancel: server.service.download(p.model, progress=report, cancel=cancel),
             done="Downloaded",
-            stopped="Download stopped; it resumes next time.",
+            stopped=DOWNLOAD_STOPPED,
+            failed=DOWNLOAD_FAILED,
         )
         return dump(translate.model_info(view))
 
@@ -97,17 +105,15 @@ def register(server: IngotServer) -> None:
     async def model_load(params: Any) -> Any:
         p = parse(m.ModelLoadParams, params)
         variant = server.service.resolve(p.model)
-        wd = await WorkDone.start(server, p.work_done_token, f"Loading {variant.id}")
-        try:
-            view = await server.service.load(p.model, ttl_s=p.ttl, progress=wd.report)
-        except asyncio.CancelledError:
-            # The load itself goes on for other waiters (it is shielded); this request is over.
-            wd.end("Cancelled")
-            raise
-        except BaseException:
-            wd.end("Failed")
-            raise
-        wd.end("Loaded")
+        # A cancel ends this request only: the load goes on for other waiters (it is shielded).
+        view = await reporting(
+            server,
+            p.work_done_token,
+            f"Loading {variant.id}",
+            lambda wd: server.service.load(p.model, ttl_s=p.ttl, progress=wd.report),
+            done="Loaded",
+            stopped="Cancelled",
+        )
         return dump(translate.model_info(view))
 
     @server.feature("ingot/model/unload")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
 
 from lsprotocol import types
 
@@ -14,6 +15,10 @@ from engine.progress import Progress
 from server.jsonrpc.server import IngotServer
 
 BYTE_COUNT = re.compile(r"\d\s*(?:B|KB|MB|GB)\b")
+T = TypeVar("T")
+# A download keeps what it fetched however it ends, local or forwarded.
+DOWNLOAD_STOPPED = "Download stopped; it resumes next time."
+DOWNLOAD_FAILED = "Download failed; what it fetched is kept for next time."
 
 
 class WorkDone:
@@ -74,6 +79,31 @@ class WorkDone:
         self._ended = True
         WorkDone.registry.pop(self.token, None)
         self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+
+
+async def reporting(
+    server: IngotServer,
+    token: Any,
+    title: str,
+    run: Callable[[WorkDone], Awaitable[T]],
+    *,
+    done: str,
+    stopped: str,
+    failed: str = "Failed",
+) -> T:
+    """Runs one request's long operation under work-done progress, so that every way it ends
+    ends the progress: `done`, `stopped` when the request is cancelled, `failed` on an error."""
+    wd = await WorkDone.start(server, token, title)
+    try:
+        result = await run(wd)
+    except asyncio.CancelledError:
+        wd.end(stopped)
+        raise
+    except BaseException:
+        wd.end(failed)
+        raise
+    wd.end(done)
+    return result
 
 
 def cancel_token(token: Any) -> bool:

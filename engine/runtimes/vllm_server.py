@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import signal
 import socket
 import time
 from collections import deque
@@ -25,6 +23,7 @@ import httpx2 as httpx
 
 from engine.errors import LoadFailed
 from engine.progress import Progress, ProgressCallback
+from engine.runtimes.child_process import ChildProcess, describe_exit, kill_group
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +48,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def describe_exit(code: int) -> str:
-    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-
-
-class VllmServer:
+class VllmServer(ChildProcess):
     def __init__(
         self,
         python: str,
@@ -63,20 +58,14 @@ class VllmServer:
         name: str,
         log_file: Path | None = None,
     ) -> None:
-        self.argv = [python, str(LAUNCHER), "--", *args]
-        self.env = env
-        self.name = name
+        super().__init__([python, str(LAUNCHER), "--", *args], env=env, name=name)
         self.log_file = log_file
-        self.proc: asyncio.subprocess.Process | None = None
         self.server_pid: int | None = None
         self.exit_code: int | None = None
-        self.exit_reason: str | None = None
         self.log_tail: deque[str] = deque(maxlen=60)
-        self._on_exit: list[Callable[[str], None]] = []
         self._on_line: Callable[[str], None] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._closing = False
         self._ended = asyncio.Event()
+        self._log_read = asyncio.Event()
         self._pid_known = asyncio.Event()
 
     @property
@@ -90,24 +79,8 @@ class VllmServer:
                 await self._ended.wait()
         return self._ended.is_set()
 
-    def on_exit(self, callback: Callable[[str], None]) -> None:
-        """Called once, with a reason, if the server ends without close() being asked for."""
-        self._on_exit.append(callback)
-
     async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-            # Its own session: a terminal's Ctrl-C reaches the engine, which decides.
-            start_new_session=True,
-        )
-        self._tasks = [
-            asyncio.create_task(self._read_control(), name=f"{self.name}-control"),
-            asyncio.create_task(self._read_log(), name=f"{self.name}-log"),
-        ]
+        await self._spawn({"control": self._read_control, "log": self._read_log})
 
     async def _read_control(self) -> None:
         assert self.proc is not None
@@ -122,6 +95,11 @@ class VllmServer:
                     self.exit_code = int(msg["exit"])
         code = await self.proc.wait()
         self._pid_known.set()
+        # Whatever vLLM left behind (EngineCore, workers) goes with it, and with them the last
+        # holders of the log pipe, whose last lines may say why it ended.
+        self._kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._log_read.wait(), 1.0)
         self._finish(self.exit_code if self.exit_code is not None else code)
 
     async def _read_log(self) -> None:
@@ -147,6 +125,7 @@ class VllmServer:
                 if self._on_line is not None:
                     self._on_line(line)
         finally:
+            self._log_read.set()
             if sink is not None:
                 sink.close()
 
@@ -160,26 +139,12 @@ class VllmServer:
             return
         self.exit_code = code
         self._ended.set()
-        # Whatever vLLM left behind (EngineCore, workers) goes with it; the launcher does this
-        # too, unless it was the one that got killed.
-        self._kill_groups()
-        if self._closing:
-            self.exit_reason = f"The {self.name} was stopped."
-            return
-        tail = self.tail()
-        self.exit_reason = f"The {self.name} {describe_exit(code)}" + (f": {tail}" if tail else ".")
-        log.warning("%s", self.exit_reason)
-        for cb in self._on_exit:
-            try:
-                cb(self.exit_reason)
-            except Exception:
-                log.exception("%s: exit callback failed", self.name)
+        self._exited(code, self.tail())
 
-    def _kill_groups(self) -> None:
-        for pgid in (self.server_pid, self.proc.pid if self.proc else None):
-            if pgid:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pgid, signal.SIGKILL)
+    def _kill(self) -> None:
+        # The server's own session as well as the launcher's.
+        kill_group(self.server_pid)
+        kill_group(self.pid)
 
     async def wait_ready(
         self, url: str, *, timeout_s: float, progress: ProgressCallback, what: str
@@ -230,20 +195,5 @@ class VllmServer:
 
     async def close(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop the server and everything it started; returns when the processes are gone."""
-        self._closing = True
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.returncode is None and proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                proc.stdin.close()
-            try:
-                async with asyncio.timeout(grace_s):
-                    await proc.wait()
-            except TimeoutError:
-                self._kill_groups()
-                await proc.wait()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 5.0)
-        self._kill_groups()
+        await super().close(grace_s)
+        self._kill()

@@ -1,8 +1,8 @@
 """WorkerProcess: the engine's side of a child process that speaks JSON lines on stdin/stdout.
 
 Calls get replies matched by id, generations get a queue of events, and an exit nobody asked for
-(a crash, the OOM killer) fails whatever was waiting and is reported with the exit code and the
-tail of the child's stderr, so the loader can mark the model failed and load it again next time.
+(a crash, the OOM killer) fails whatever was waiting with the exit code and the tail of the
+child's stderr (ChildProcess reports it to the loader).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ import contextlib
 import itertools
 import json
 import logging
-import os
-import signal
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from engine.errors import IngotError
+from engine.runtimes.child_process import ChildProcess
 
 log = logging.getLogger(__name__)
 
@@ -31,51 +29,25 @@ class WorkerFailed(IngotError):
     kind = "generation_failed"
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     def __init__(self, argv: list[str], *, env: dict[str, str] | None = None, name: str) -> None:
-        self.argv = argv
-        self.env = env
-        self.name = name
-        self.proc: asyncio.subprocess.Process | None = None
+        super().__init__(argv, env=env, name=name)
         self.stderr_tail: deque[str] = deque(maxlen=40)
         self._ids = itertools.count(1)
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, asyncio.Queue[dict[str, Any]]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._on_exit: list[Callable[[str], None]] = []
-        self._closing = False
         self._no_streams = asyncio.Event()
         self._no_streams.set()
-        self.exit_reason: str | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        self._stderr_read = asyncio.Event()
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
     async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-            limit=LINE_LIMIT,
-            # Its own process group: a terminal's Ctrl-C goes to the engine, which decides, and
-            # close() can stop everything the child started.
-            start_new_session=True,
+        await self._spawn(
+            {"events": self._read_events, "stderr": self._read_stderr}, limit=LINE_LIMIT
         )
-        self._tasks = [
-            asyncio.create_task(self._read_events(), name=f"{self.name}-events"),
-            asyncio.create_task(self._read_stderr(), name=f"{self.name}-stderr"),
-        ]
-
-    def on_exit(self, callback: Callable[[str], None]) -> None:
-        """Called once, with a reason, if the process ends without close() being asked for."""
-        self._on_exit.append(callback)
 
     def send(self, msg: dict[str, Any]) -> None:
         if not self.alive or self.proc is None or self.proc.stdin is None:
@@ -129,59 +101,29 @@ class WorkerProcess:
         except Exception:
             log.exception("%s: unreadable message from the worker", self.name)
             # Its replies can no longer be matched: end it rather than wait on it forever.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            self._kill()
         code = await self.proc.wait()
-        self._ended(code)
+        # Its last words (a traceback, "Killed") may still be in the pipe.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stderr_read.wait(), 1.0)
+        reason = self._exited(code, " | ".join(list(self.stderr_tail)[-5:]))
+        for fut in self._calls.values():
+            if not fut.done():
+                fut.set_exception(WorkerFailed(reason))
+        for q in self._streams.values():
+            q.put_nowait({EXIT: reason})
 
     async def _read_stderr(self) -> None:
         assert self.proc is not None
         assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                self.stderr_tail.append(line)
-                log.debug("%s: %s", self.name, line)
+        try:
+            async for raw in self.proc.stderr:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    self.stderr_tail.append(line)
+                    log.debug("%s: %s", self.name, line)
+        finally:
+            self._stderr_read.set()
 
     def _gone_message(self) -> str:
-        return self.exit_reason or f"The {self.name} process is not running."
-
-    def _ended(self, code: int) -> None:
-        if self._closing:
-            self.exit_reason = f"The {self.name} process was stopped."
-        else:
-            what = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            tail = " | ".join(list(self.stderr_tail)[-5:])
-            self.exit_reason = f"The {self.name} process {what}" + (f": {tail}" if tail else ".")
-            log.warning("%s", self.exit_reason)
-        for fut in self._calls.values():
-            if not fut.done():
-                fut.set_exception(WorkerFailed(self.exit_reason))
-        for q in self._streams.values():
-            q.put_nowait({EXIT: self.exit_reason})
-        if not self._closing:
-            for cb in self._on_exit:
-                try:
-                    cb(self.exit_reason)
-                except Exception:
-                    log.exception("%s: exit callback failed", self.name)
-
-    async def close(self, grace_s: float = 5.0) -> None:
-        """Ask the process to end (close its stdin), then stop its whole group if it lingers."""
-        self._closing = True
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.returncode is None and proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                proc.stdin.close()
-            try:
-                async with asyncio.timeout(grace_s):
-                    await proc.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 2.0)
+        return self.exit_reason or f"The {self.name} is not running."

@@ -1,0 +1,112 @@
+"""ChildProcess: what the ONNX worker and the vLLM server have in common as child processes.
+
+Each runs in its own session (a terminal's Ctrl-C reaches the engine, which decides, and the
+engine can stop everything the child started), is read by tasks started with it, is stopped by
+closing its stdin and then by SIGKILL to its process group, and reports an exit nobody asked for
+(a crash, the OOM killer) once, with a reason, so the loader can mark the model failed and load
+it again next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# asyncio's default line limit for the child's pipes.
+DEFAULT_LIMIT = 2**16
+
+
+def describe_exit(code: int) -> str:
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
+
+def kill_group(pgid: int | None) -> None:
+    if pgid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+class ChildProcess:
+    def __init__(self, argv: list[str], *, env: dict[str, str] | None, name: str) -> None:
+        self.argv = argv
+        self.env = env
+        self.name = name
+        self.proc: asyncio.subprocess.Process | None = None
+        self.exit_reason: str | None = None
+        self._on_exit: list[Callable[[str], None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def on_exit(self, callback: Callable[[str], None]) -> None:
+        """Called once, with a reason, if the process ends without close() being asked for."""
+        self._on_exit.append(callback)
+
+    async def _spawn(
+        self,
+        readers: dict[str, Callable[[], Coroutine[Any, Any, None]]],
+        *,
+        limit: int = DEFAULT_LIMIT,
+    ) -> None:
+        """Start the process and one task per reader (named `<name>-<key>`)."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+            limit=limit,
+            start_new_session=True,
+        )
+        self._tasks = [
+            asyncio.create_task(read(), name=f"{self.name}-{key}") for key, read in readers.items()
+        ]
+
+    def _exited(self, code: int, tail: str) -> str:
+        """Set exit_reason for an exit with `code` (and the log `tail` that may say why), and
+        report it to the on_exit callbacks unless close() asked for it."""
+        if self._closing:
+            self.exit_reason = f"The {self.name} was stopped."
+            return self.exit_reason
+        self.exit_reason = f"The {self.name} {describe_exit(code)}" + (f": {tail}" if tail else ".")
+        log.warning("%s", self.exit_reason)
+        for cb in self._on_exit:
+            try:
+                cb(self.exit_reason)
+            except Exception:
+                log.exception("%s: exit callback failed", self.name)
+        return self.exit_reason
+
+    def _kill(self) -> None:
+        """Stop everything the child started (its process group)."""
+        kill_group(self.pid)
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Ask the process to end (close its stdin), stop its whole group if it lingers past
+        `grace_s`, and return once it and its readers are done."""
+        self._closing = True
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None and proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+            try:
+                async with asyncio.timeout(grace_s):
+                    await proc.wait()
+            except TimeoutError:
+                self._kill()
+                await proc.wait()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5.0)

@@ -5,6 +5,9 @@ JSON-RPC runs so noise hits both; times are taken where the client receives them
 results). Then keeps 8 generations streaming and measures `ingot/service/status` latency.
 
     .venv/bin/python scripts/bench_jsonrpc.py [--model-dir DIR] [--reps 5] [--tokens 128] [-o json]
+
+`--flush-ms 50,100,200` instead compares how often the worker sends its tokens: one engine per
+interval (INGOT_TOKEN_FLUSH_MS), all loaded, interleaved with the bare loop.
 """
 
 from __future__ import annotations
@@ -78,10 +81,13 @@ class RawClient:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
 
-async def start_engine(home: Path, threads: int) -> tuple[asyncio.subprocess.Process, RawClient]:
+async def start_engine(
+    home: Path, threads: int, **extra_env: str
+) -> tuple[asyncio.subprocess.Process, RawClient]:
     """`python -m server` over stdio, as an editor runs it, initialized (no REST port)."""
     env = dict(
         os.environ,
+        **extra_env,
         INGOT_HOME=str(home),
         INGOT_THREADS=str(threads),
         PYTHONPATH=str(REPO),
@@ -157,6 +163,57 @@ async def status_latency(c: RawClient, streams: int, tokens: int) -> dict[str, f
     }
 
 
+def bare_model(model_dir: Path, threads: int) -> tuple[Any, Any]:
+    """The bare loop's og.Model and tokenizer, with the engine's thread count."""
+    import onnxruntime_genai as og
+
+    cfg = og.Config(str(model_dir))
+    cfg.clear_providers()
+    cfg.overlay(
+        json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
+    )
+    model = og.Model(cfg)
+    return model, og.Tokenizer(model)
+
+
+async def compare_flush(model_dir: Path, args: argparse.Namespace, intervals: list[int]) -> None:
+    """Decode tok/s as the client sees it, per flush interval, against the bare loop; each rep
+    runs bare and then every engine once, so noise hits them alike."""
+    engines = {}
+    for ms in intervals:
+        home = Path(tempfile.mkdtemp(prefix="ingot-bench-"))
+        proc, c = await start_engine(home, args.threads, INGOT_TOKEN_FLUSH_MS=str(ms))
+        await c.request("ingot/model/register", {"path": str(model_dir), "name": "bench-model"})
+        await c.request("ingot/model/load", {"model": "bench-model", "ttl": -1})
+        engines[ms] = (proc, c)
+    model, tokenizer = bare_model(model_dir, args.threads)
+    bare_run(model, tokenizer, unseen_prompt(tokenizer, 10_000), 8)
+    for ms, (_, c) in engines.items():
+        await rpc_run(c, unseen_prompt(tokenizer, 10_001 + ms), 8, f"warm-{ms}")
+    bare: list[float] = []
+    got: dict[int, list[float]] = {ms: [] for ms in engines}
+    for i in range(args.reps):
+        await settle()
+        bare.append(bare_run(model, tokenizer, unseen_prompt(tokenizer, i), args.tokens)[1])
+        for ms, (_, c) in engines.items():
+            await settle()
+            prompt = unseen_prompt(tokenizer, 1000 * (ms + 1) + i)
+            got[ms].append((await rpc_run(c, prompt, args.tokens, f"f{ms}-{i}"))[1])
+    for proc, c in engines.values():
+        await c.request("shutdown")
+        c.notify("exit")
+        await proc.wait()
+    base = statistics.median(bare)
+    print(f"{args.tokens} generated, {args.threads} threads, median of {args.reps}")
+    print(f"{'bare':>10} {base:8.1f} tok/s")
+    for ms, xs in got.items():
+        paired = statistics.median(x / b for x, b in zip(xs, bare, strict=True))
+        print(
+            f"{ms:>7} ms {statistics.median(xs):8.1f} tok/s  ratio {statistics.median(xs) / base:.3f}"
+            f"  (paired {paired:.3f})"
+        )
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model-dir", type=Path)
@@ -164,6 +221,7 @@ async def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    ap.add_argument("--flush-ms", help="compare token flush intervals, e.g. 50,100,200")
     args = ap.parse_args()
     model_dir = args.model_dir
     if model_dir is None:
@@ -172,21 +230,15 @@ async def main() -> None:
 
         model_dir = build_default_model(TEST_BUILD_ROOT)[1]
 
-    import onnxruntime_genai as og
+    if args.flush_ms:
+        await compare_flush(model_dir, args, [int(x) for x in args.flush_ms.split(",")])
+        return
 
     proc, c = await start_engine(Path(tempfile.mkdtemp(prefix="ingot-bench-")), args.threads)
     await c.request("ingot/model/register", {"path": str(model_dir), "name": "bench-model"})
     await c.request("ingot/model/load", {"model": "bench-model", "ttl": -1})
 
-    cfg = og.Config(str(model_dir))
-    cfg.clear_providers()
-    cfg.overlay(
-        json.dumps(
-            {"model": {"decoder": {"session_options": {"intra_op_num_threads": args.threads}}}}
-        )
-    )
-    model = og.Model(cfg)
-    tokenizer = og.Tokenizer(model)
+    model, tokenizer = bare_model(model_dir, args.threads)
     prompt = tokenizer.apply_chat_template(json.dumps(PROMPT_MESSAGES), add_generation_prompt=True)
 
     bare_run(model, tokenizer, prompt, 8)
@@ -219,6 +271,10 @@ async def main() -> None:
         "status_under_8_streams": status,
     }
     result["decode_ratio"] = result["jsonrpc"]["decode_tps"] / result["bare"]["decode_tps"]
+    # Each rep's own ratio (bare and JSON-RPC back to back): steadier when the machine drifts.
+    result["paired_decode_ratio"] = statistics.median(
+        r[1] / b[1] for r, b in zip(rpc, bare, strict=True)
+    )
     result["ttft_overhead_ms"] = result["jsonrpc"]["ttft_ms"] - result["bare"]["ttft_ms"]
     if args.output == "json":
         print(json.dumps(result, indent=2))
@@ -232,7 +288,8 @@ async def main() -> None:
     print(f"{'json-rpc':10} {r['ttft_ms']:9.1f} {r['decode_tps']:13.1f}")
     print(f"{'(engine)':10} {'':9} {result['engine_measured_decode_tps']:13.1f}")
     print(
-        f"decode ratio {result['decode_ratio']:.3f}  TTFT overhead {result['ttft_overhead_ms']:+.1f} ms"
+        f"decode ratio {result['decode_ratio']:.3f} (paired {result['paired_decode_ratio']:.3f})"
+        f"  TTFT overhead {result['ttft_overhead_ms']:+.1f} ms"
     )
     print(
         f"ingot/service/status with 8 streams: p50 {status['p50_ms']:.1f} ms, p99 {status['p99_ms']:.1f} ms, max {status['max_ms']:.1f} ms ({status['samples']} samples)"

@@ -93,7 +93,7 @@ async def stream(
     http: aiohttp.ClientSession, url: str, model: str, messages: list[dict[str, str]], n: int
 ) -> dict[str, float]:
     """One streamed chat; times are taken as each content chunk arrives at the client. Ingot
-    sends the tokens of up to 50 ms per chunk, so tokens are counted from the usage chunk where
+    sends the tokens of up to 100 ms per chunk, so tokens are counted from the usage chunk where
     the server sends one (a first chunk always holds the first token alone), else one a chunk
     (llama.cpp sends a chunk per token)."""
     body = {

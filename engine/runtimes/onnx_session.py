@@ -26,14 +26,15 @@ AGING_S = 2.0
 
 def _flush_s() -> float:
     """Tokens go to the engine in batches at most this far apart (the first at once, the rest of
-    a generation when it ends). One message per token cost the decode loop 6-9 % on two cores:
-    each message wakes the engine, the JSON-RPC or HTTP writer and the client, and every wake-up
-    pre-empts one of ORT's two spinning intra-op threads (docs/performance.md). 50 ms is 20
-    screen updates a second; INGOT_TOKEN_FLUSH_MS=0 sends every token on its own."""
+    a generation when it ends). Every batch wakes the engine and then the client, and each
+    wake-up pre-empts one of ORT's two spinning intra-op threads: on two cores one message per
+    token cost 6-9 % of decode, a batch every 50 ms ~5 %, every 100 ms ~2 %, every 200 ms ~1 %
+    (measured over JSON-RPC, docs/performance.md). 100 ms is 10 screen updates a second, still
+    a smooth stream; INGOT_TOKEN_FLUSH_MS=0 sends every token on its own."""
     try:
-        return max(0.0, float(os.environ.get("INGOT_TOKEN_FLUSH_MS", "50"))) / 1000
+        return max(0.0, float(os.environ.get("INGOT_TOKEN_FLUSH_MS", "100"))) / 1000
     except ValueError:
-        return 0.05
+        return 0.1
 
 
 FLUSH_S = _flush_s()

@@ -47,6 +47,9 @@ def server_args(folder: Path, served: str, port: int, plan: VllmPlan) -> list[st
         "--port",
         str(port),
         "--disable-uvicorn-access-log",
+        # Usage then says how many prompt tokens vLLM's prefix cache served, as Ingot's own
+        # runtime does (cached_tokens).
+        "--enable-prompt-tokens-details",
         *plan.args(),
     ]
 

@@ -140,6 +140,7 @@ class StreamChunk:
     completion_tokens: int | None
     prompt_tokens: int | None
     finish_reason: str | None
+    cached_tokens: int | None = None  # prompt tokens vLLM's prefix cache served
 
 
 class VllmClient:
@@ -240,11 +241,14 @@ class VllmClient:
                         raise GenerationFailed(f"vLLM: {error_message(500, data.encode())}")
                     usage = chunk.get("usage") or {}
                     choices = chunk.get("choices") or [{}]
+                    details = usage.get("prompt_tokens_details")
+                    cached = details.get("cached_tokens") if isinstance(details, dict) else None
                     yield StreamChunk(
                         text=str(choices[0].get("text") or ""),
                         completion_tokens=usage.get("completion_tokens"),
                         prompt_tokens=usage.get("prompt_tokens"),
                         finish_reason=choices[0].get("finish_reason"),
+                        cached_tokens=cached if isinstance(cached, int) else None,
                     )
         except httpx.HTTPError as e:
             raise GenerationFailed(f"The stream from vLLM at {self.url} broke: {e}") from e

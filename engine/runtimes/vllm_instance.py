@@ -152,6 +152,7 @@ class VllmInstance:
         first: float | None = None
         produced = 0
         prompt_tokens = n_prompt
+        cached = 0
         finish: FinishReason = "stop"
         reader = asyncio.create_task(pump(), name=f"vllm-stream-{self.variant_id}")
         reader.add_done_callback(lambda t: queue.put_nowait(_HALTED) if t.cancelled() else None)
@@ -171,6 +172,8 @@ class VllmInstance:
                     raise item
                 if item.prompt_tokens is not None:
                     prompt_tokens = item.prompt_tokens
+                if item.cached_tokens is not None:
+                    cached = item.cached_tokens
                 if item.text:
                     if first is None:
                         first = time.monotonic()
@@ -192,6 +195,7 @@ class VllmInstance:
             first_token=first,
             finished=time.monotonic(),
             finish_reason=finish,
+            cached_tokens=cached,
         )
 
     async def close(self) -> None:

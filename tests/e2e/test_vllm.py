@@ -180,6 +180,25 @@ async def test_rest_chat_streams_through_the_openai_client(vllm: VllmEngine) -> 
     assert rec["runtime"] == "vllm" and rec["modelId"] == MODEL and rec["ttftMs"] > 0
 
 
+async def test_prompt_tokens_from_vllms_prefix_cache_are_reported(vllm: VllmEngine) -> None:
+    # Long enough to fill whole KV blocks, which is what vLLM's prefix cache shares.
+    system = "You answer in one short sentence and never use lists. " * 40
+    msgs = [{"role": "system", "content": system}, {"role": "user", "content": "Say hi."}]
+    client = vllm.openai()
+    first = await client.chat.completions.create(
+        model=MODEL, messages=msgs, max_tokens=4, temperature=0
+    )
+    second = await client.chat.completions.create(
+        model=MODEL, messages=msgs, max_tokens=4, temperature=0
+    )
+    assert first.usage is not None and second.usage is not None
+    details = second.usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens is not None
+    assert 0 < details.cached_tokens < second.usage.prompt_tokens
+    rec = await vllm.last_record()
+    assert rec["cachedTokens"] == details.cached_tokens
+
+
 async def test_rest_json_schema_is_enforced_by_vllm(vllm: VllmEngine) -> None:
     schema = {
         "type": "object",

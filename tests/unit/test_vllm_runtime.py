@@ -158,8 +158,15 @@ def test_the_plans_sequences_follow_the_preferences(tmp_path: Path) -> None:
 class FakeVllm:
     """vLLM's /tokenize, /detokenize and streamed /v1/completions, one token every `delay`."""
 
-    def __init__(self, words: list[str], delay: float = 0.0, fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        words: list[str],
+        delay: float = 0.0,
+        fail_after: int | None = None,
+        cached: int | None = None,
+    ) -> None:
         self.words = words
+        self.cached = cached
         self.delay = delay
         self.fail_after = fail_after
         self.bodies: list[dict[str, Any]] = []
@@ -175,10 +182,11 @@ class FakeVllm:
                 self.sent = i
                 last = i == min(len(self.words), body["max_tokens"])
                 finish = ("length" if i == body["max_tokens"] else "stop") if last else None
-                chunk = {
-                    "choices": [{"text": w, "finish_reason": finish}],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": i},
-                }
+                usage: dict[str, Any] = {"prompt_tokens": 3, "completion_tokens": i}
+                if last and self.cached is not None:
+                    # vLLM with --enable-prompt-tokens-details, in its final usage.
+                    usage["prompt_tokens_details"] = {"cached_tokens": self.cached}
+                chunk = {"choices": [{"text": w, "finish_reason": finish}], "usage": usage}
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
             yield b"data: [DONE]\n\n"
         finally:
@@ -235,6 +243,14 @@ async def test_a_rendered_chat_is_generated_from_exactly_the_counted_tokens() ->
     assert (stats.prompt_tokens, stats.completion_tokens, stats.finish_reason) == (3, 3, "stop")
     assert stats.first_token is not None and stats.started <= stats.first_token <= stats.finished
     await inst.close()
+
+
+async def test_the_prompt_tokens_vllm_served_from_its_cache_are_reported() -> None:
+    for cached, expected in ((2, 2), (None, 0)):
+        inst = instance(FakeVllm(["a", "b"], cached=cached))
+        stats = (await collect(inst, GenerationRequest("x y z"), HaltFlag()))[-1]
+        assert isinstance(stats, RuntimeStats) and stats.cached_tokens == expected
+        await inst.close()
 
 
 async def test_max_tokens_reports_length() -> None:

@@ -146,7 +146,13 @@ class Worker:
                     singles.append(single)
                     if batchable:
                         movable.append(single)
-            if movable and self._batch is not None and self._batch.rows:
+            # Singles move into the batch when a row runs there, or when several are running
+            # once it is ready (a burst that came before it was built); one alone stays put.
+            # (Pruned every turn: with no batch, e.g. a model that cannot batch, finished
+            # singles would pile up here.)
+            movable = [seq for seq in movable if not seq.done]
+            batch = self._batch
+            if movable and batch is not None and (batch.rows or len(movable) > 1):
                 movable = self._move_into_batch(movable)
             self._release_idle()
             for seq in singles:

@@ -624,3 +624,26 @@ async def test_a_lone_surrogate_is_a_clear_error_and_the_model_keeps_working(
     assert "not valid Unicode" in e.value.message
     res = await run(service, ChatRequest(MODEL, HELLO, SamplingParams(max_tokens=3)))
     assert res.usage.completion_tokens == 3
+
+
+async def test_a_burst_that_arrives_before_the_batch_is_built_moves_into_it(
+    service: EngineService,
+) -> None:
+    """The first overlap builds the batching session in the background, so a burst on a cold
+    model starts as single sequences taking turns; once the session is ready they move into
+    it together and finish batched, instead of taking turns to the end."""
+    await service.load(MODEL)
+    entry = service.loader.get_loaded(DEFAULT_ONNX_ID)
+    assert entry is not None
+    assert (await entry.instance.runtime_metrics())["batching_ready"] == 0
+    params = SamplingParams(max_tokens=160, temperature=0)
+    alone = (await run(service, ChatRequest(MODEL, STORY, params))).text
+    burst = await asyncio.gather(
+        *(run(service, ChatRequest(MODEL, STORY, params)) for _ in range(3))
+    )
+    after = await entry.instance.runtime_metrics()
+    assert after["batching_ready"] == 1
+    # The three were running (as singles) before the session existed; most of their tokens
+    # still came from the batch.
+    assert after["batched_tokens"] >= 240, after
+    assert [r.text for r in burst] == [alone] * 3

@@ -96,14 +96,14 @@ class KvShape:
     def from_genai_config(cls, genai: Mapping[str, Any], device: str) -> KvShape | None:
         """From an ONNX Runtime GenAI genai_config.json (its CPU KV cache is float32, its CUDA
         one float16)."""
-        model = genai.get("model")
+        model = genai.get("model") if isinstance(genai, Mapping) else None
         dec = model.get("decoder") if isinstance(model, Mapping) else None
         if not isinstance(dec, Mapping) or not dec.keys() >= _GENAI_KEYS:
             return None
-        return cls(
-            int(dec["num_hidden_layers"]),
-            int(dec["num_key_value_heads"]),
-            int(dec["head_size"]),
+        return cls._checked(
+            dec["num_hidden_layers"],
+            dec["num_key_value_heads"],
+            dec["head_size"],
             2 if device == "cuda" else 4,
         )
 
@@ -112,20 +112,36 @@ class KvShape:
         """From a Hugging Face config.json (head_dim defaults to hidden_size / heads)."""
         if "num_hidden_layers" not in hf or "num_attention_heads" not in hf:
             return None
-        heads = int(hf["num_attention_heads"])
-        if heads <= 0:
-            raise ValueError(f"num_attention_heads is {heads}")
+        heads = _positive("num_attention_heads", hf["num_attention_heads"])
         head_dim = hf.get("head_dim")
         if not head_dim:
             if "hidden_size" not in hf:
                 raise ValueError("it gives neither head_dim nor hidden_size")
-            head_dim = int(hf["hidden_size"]) // heads
+            head_dim = _positive("hidden_size", hf["hidden_size"]) // heads
+        return cls._checked(
+            hf["num_hidden_layers"], hf.get("num_key_value_heads") or heads, head_dim, dtype_bytes
+        )
+
+    @classmethod
+    def _checked(cls, layers: Any, kv_heads: Any, head_dim: Any, dtype_bytes: int) -> KvShape:
         return cls(
-            int(hf["num_hidden_layers"]),
-            int(hf.get("num_key_value_heads") or heads),
-            int(head_dim),
+            _positive("num_hidden_layers", layers),
+            _positive("num_key_value_heads", kv_heads),
+            _positive("head size", head_dim),
             dtype_bytes,
         )
+
+
+def _positive(name: str, value: Any) -> int:
+    """A config's count as a positive int; ValueError (naming it) for anything else, so a
+    broken config never sizes a KV cache at zero or below."""
+    try:
+        n = int(value)
+    except OverflowError:  # json.loads reads Infinity
+        raise ValueError(f"{name} is {value}") from None
+    if isinstance(value, bool) or n <= 0 or n != value:
+        raise ValueError(f"{name} is {value!r}")
+    return n
 
 
 _GENAI_KEYS = {"num_hidden_layers", "num_key_value_heads", "head_size"}

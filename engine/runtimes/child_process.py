@@ -72,10 +72,20 @@ class ChildProcess:
             asyncio.create_task(read(), name=f"{self.name}-{key}") for key, read in readers.items()
         ]
 
-    def _exited(self, code: int, tail: str) -> str:
+    def _ending(self, code: int) -> bool:
+        """Note, the moment the exit is seen, whether close() asked for it (a close() that
+        starts while the child's last lines are read must not turn a crash into a stop), and
+        give the exit a reason at once (the child's last words follow in `_exited`)."""
+        closing = self._closing
+        if not closing:
+            self.exit_reason = f"The {self.name} {describe_exit(code)}."
+        return closing
+
+    def _exited(self, code: int, tail: str, closing: bool) -> str:
         """Set exit_reason for an exit with `code` (and the log `tail` that may say why), and
-        report it to the on_exit callbacks unless close() asked for it."""
-        if self._closing:
+        report it to the on_exit callbacks unless close() asked for it (`closing`, from
+        `_ending`)."""
+        if closing:
             self.exit_reason = f"The {self.name} was stopped."
             return self.exit_reason
         self.exit_reason = f"The {self.name} {describe_exit(code)}" + (f": {tail}" if tail else ".")

@@ -93,14 +93,17 @@ class VllmServer(ChildProcess):
                     self._pid_known.set()
                 elif "exit" in msg:
                     self.exit_code = int(msg["exit"])
+        # Only the launcher holds this pipe: it has ended. Whatever vLLM left behind (EngineCore,
+        # workers) goes with it now, before waiting: they hold the log pipe, and on Python 3.11
+        # wait() returns only once every pipe of the child is closed.
+        kill_group(self.server_pid)
         code = await self.proc.wait()
+        closing = self._ending(code)
         self._pid_known.set()
-        # Whatever vLLM left behind (EngineCore, workers) goes with it, and with them the last
-        # holders of the log pipe, whose last lines may say why it ended.
         self._kill()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._log_read.wait(), 1.0)
-        self._finish(self.exit_code if self.exit_code is not None else code)
+        self._finish(self.exit_code if self.exit_code is not None else code, closing)
 
     async def _read_log(self) -> None:
         assert self.proc is not None
@@ -134,12 +137,12 @@ class VllmServer(ChildProcess):
         useful = [ln for ln in self.log_tail if "Route:" not in ln and '" 200 OK' not in ln]
         return " | ".join(useful[-n:])
 
-    def _finish(self, code: int) -> None:
+    def _finish(self, code: int, closing: bool) -> None:
         if self._ended.is_set():
             return
         self.exit_code = code
         self._ended.set()
-        self._exited(code, self.tail())
+        self._exited(code, self.tail(), closing)
 
     def _kill(self) -> None:
         # The server's own session as well as the launcher's.

@@ -103,10 +103,11 @@ class WorkerProcess(ChildProcess):
             # Its replies can no longer be matched: end it rather than wait on it forever.
             self._kill()
         code = await self.proc.wait()
+        closing = self._ending(code)
         # Its last words (a traceback, "Killed") may still be in the pipe.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stderr_read.wait(), 1.0)
-        reason = self._exited(code, " | ".join(list(self.stderr_tail)[-5:]))
+        reason = self._exited(code, " | ".join(list(self.stderr_tail)[-5:]), closing)
         for fut in self._calls.values():
             if not fut.done():
                 fut.set_exception(WorkerFailed(reason))

@@ -4,26 +4,30 @@ lingers."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import textwrap
+import time
 
 import psutil
 import pytest
 
 from engine.runtimes.worker_process import EXIT, WorkerFailed, WorkerProcess
 
-# Echoes {"id", "result": op}; "die" writes to stderr and exits 3; "hang" ignores end of stdin.
+# Echoes {"id", "result": op}; "die" writes to stderr and exits 3; "hang": see below.
 CHILD = textwrap.dedent(
     """
-    import json, signal, sys, time
+    import json, signal, subprocess, sys, time
     for line in sys.stdin:
         msg = json.loads(line)
         if msg["op"] == "die":
             print("out of cheese", file=sys.stderr, flush=True)
             sys.exit(3)
         if msg["op"] == "hang":
+            # Ignores the end of its stdin, and has started a grandchild of its own.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            print(json.dumps({"id": msg["id"], "result": "hanging"}), flush=True)
+            kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            print(json.dumps({"id": msg["id"], "result": kid.pid}), flush=True)
             while True:
                 time.sleep(1)
         print(json.dumps({"id": msg["id"], "result": msg["op"]}), flush=True)
@@ -62,11 +66,21 @@ async def test_a_crash_fails_waiters_and_is_reported_once() -> None:
     assert len(exits) == 1
 
 
-async def test_close_kills_a_child_that_lingers() -> None:
+def gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_close_kills_a_child_that_lingers_and_what_it_started() -> None:
     w = child()
     await w.start()
-    assert await w.call("hang") == "hanging"
+    grandchild = await w.call("hang")
     pid = w.pid
-    assert pid is not None
-    await w.close(grace_s=0.5)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert pid is not None and not gone(grandchild)
+    async with asyncio.timeout(10):
+        await w.close(grace_s=0.5)
+    assert gone(pid)
+    # Its process group went with it (the grandchild is reaped by init, so poll briefly).
+    deadline = time.monotonic() + 5
+    while not gone(grandchild):
+        assert time.monotonic() < deadline, "the grandchild outlived close()"
+        await asyncio.sleep(0.05)

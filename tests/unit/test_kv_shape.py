@@ -16,10 +16,11 @@ def test_genai_config_cpu_is_float32_and_cuda_float16() -> None:
 
 
 @pytest.mark.parametrize(
-    "cfg", [{}, {"model": {}}, {"model": "x"}, {"model": {"decoder": {"num_hidden_layers": 2}}}]
+    "cfg",
+    [{}, [], "x", {"model": {}}, {"model": "x"}, {"model": {"decoder": {"num_hidden_layers": 2}}}],
 )
-def test_genai_config_that_does_not_say_is_unknown(cfg: dict[str, object]) -> None:
-    assert KvShape.from_genai_config(cfg, "cpu") is None
+def test_genai_config_that_does_not_say_is_unknown(cfg: object) -> None:
+    assert KvShape.from_genai_config(cfg, "cpu") is None  # type: ignore[arg-type]
 
 
 def test_genai_config_with_bad_values_raises() -> None:
@@ -48,6 +49,11 @@ def test_hf_config_unknown_or_broken() -> None:
         ({"num_hidden_layers": 2, "num_attention_heads": 0, "hidden_size": 8}, "is 0"),
         ({"num_hidden_layers": 2, "num_attention_heads": 4}, "neither head_dim"),
         ({"num_hidden_layers": "x", "num_attention_heads": 4, "hidden_size": 8}, "'x'"),
+        # Shapes that would size a KV cache at zero or below, or overflow.
+        ({"num_hidden_layers": -2, "num_attention_heads": 4, "hidden_size": 8}, "-2"),
+        ({"num_hidden_layers": 2, "num_attention_heads": 16, "hidden_size": 8}, "head size"),
+        ({"num_hidden_layers": float("inf"), "num_attention_heads": 4, "hidden_size": 8}, "inf"),
+        ({"num_hidden_layers": True, "num_attention_heads": 4, "hidden_size": 8}, "True"),
     ):
         with pytest.raises(ValueError, match=says):
             KvShape.from_hf_config(broken)

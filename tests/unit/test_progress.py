@@ -71,3 +71,29 @@ async def test_reporting_passes_the_error_on() -> None:
 
     with pytest.raises(OSError, match="disk full"):
         await reporting(Server(), "tok", "Job", broken, done="D", stopped="S")  # type: ignore[arg-type]
+
+
+async def test_reporting_passes_a_cancel_on() -> None:
+    async def cancelled(wd: WorkDone) -> int:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await reporting(Server(), "tok", "Job", cancelled, done="D", stopped="S")  # type: ignore[arg-type]
+
+
+async def test_reporting_can_say_what_an_error_means() -> None:
+    async def refused(wd: WorkDone) -> int:
+        raise ConnectionRefusedError
+
+    server = Server()
+    with pytest.raises(ConnectionRefusedError):
+        await reporting(
+            server,  # type: ignore[arg-type]
+            "tok",
+            "Job",
+            refused,
+            done="D",
+            stopped="S",
+            failed=lambda e: "Retrying" if isinstance(e, ConnectionRefusedError) else "Failed",
+        )
+    assert server.work_done_progress.sent[-1] == ("end", "Retrying")

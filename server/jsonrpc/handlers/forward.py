@@ -19,6 +19,7 @@ from server.jsonrpc.handlers.progress import (
 from server.jsonrpc.server import IngotServer, parse
 
 Handler = Callable[[Any], Awaitable[Any]]
+HANDED_OVER = "The engine that owned this Ingot home is gone; trying again here."
 
 
 async def _stream_generation(
@@ -72,7 +73,10 @@ async def _download(server: IngotServer, fwd: Forwarder, name: str, p: dict[str,
         relay,
         done="Downloaded",
         stopped=DOWNLOAD_STOPPED,
-        failed=DOWNLOAD_FAILED,
+        # Refused: the owner never saw it; _forwarding takes the home over and runs it again.
+        failed=lambda e: (
+            HANDED_OVER if isinstance(e, OwnerUnreachable) and e.refused else DOWNLOAD_FAILED
+        ),
     )
 
 

@@ -89,18 +89,19 @@ async def reporting(
     *,
     done: str,
     stopped: str,
-    failed: str = "Failed",
+    failed: str | Callable[[BaseException], str] = "Failed",
 ) -> T:
     """Runs one request's long operation under work-done progress, so that every way it ends
-    ends the progress: `done`, `stopped` when the request is cancelled, `failed` on an error."""
+    ends the progress: `done`, `stopped` when the request is cancelled, `failed` (or what it
+    says of the error) on an error."""
     wd = await WorkDone.start(server, token, title)
     try:
         result = await run(wd)
     except asyncio.CancelledError:
         wd.end(stopped)
         raise
-    except BaseException:
-        wd.end(failed)
+    except BaseException as e:
+        wd.end(failed if isinstance(failed, str) else failed(e))
         raise
     wd.end(done)
     return result

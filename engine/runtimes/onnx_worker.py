@@ -77,6 +77,12 @@ def pick(live: list[U], now: float) -> U:
     return min(live, key=lambda seq: (seq.priority, seq.last_step))
 
 
+def _not_interactive(job: dict[str, Any]) -> bool:
+    """Inline completions and edits (engine.scheduler.PRIORITY_INTERACTIVE, 0) never wait for
+    the batching session: they start at once and go first."""
+    return int(job.get("priority", 1)) > 0
+
+
 class Worker:
     def __init__(self, out: TextIO) -> None:
         self._out = out
@@ -97,14 +103,15 @@ class Worker:
             self._out.write(line + "\n")
             self._out.flush()
 
-    def _next_jobs(self, wait: bool) -> list[dict[str, Any]] | None:
-        """Every job that has arrived (waiting for one if asked); None when told to stop."""
+    def _next_jobs(self, wait: bool, poll_s: float | None = None) -> list[dict[str, Any]] | None:
+        """Every job that has arrived (waiting for one if asked, at most `poll_s` if given);
+        None when told to stop."""
         jobs: list[dict[str, Any]] = []
         # An idle worker holding a batching session or kept generators wakes now and then to
         # see if it can let go. (Or is being given a session: its build may finish meanwhile.)
         holds = self._batch is not None or self._batch_loader is not None
         holds = holds or (self._session is not None and self._session.prompt_cache.held)
-        timeout = BATCH_IDLE_S / 4 if wait and holds else None
+        timeout = poll_s if poll_s is not None else BATCH_IDLE_S / 4 if wait and holds else None
         try:
             item = self._jobs.get(block=wait, timeout=timeout)
             while True:
@@ -134,18 +141,42 @@ class Worker:
         assert self._session is not None
         singles: list[Sequence] = []
         movable: list[GenaiSequence] = []  # singles that may become batch rows
+        # Batchable chat and batch-class jobs that came while the batching session was being
+        # built: they wait the ~0.3 s it takes and then join it as rows (copying a prefix they
+        # share), rather than each prefilling alone and taking turns.
+        waiting: list[dict[str, Any]] = []
         admitted: set[int] = set()
-        while (jobs := self._next_jobs(wait=not singles and self._batch_rows() == 0)) is not None:
+        while (
+            jobs := self._next_jobs(
+                wait=not singles and self._batch_rows() == 0,
+                poll_s=0.01 if waiting and not singles and self._batch_rows() == 0 else None,
+            )
+        ) is not None:
             for job in jobs:
                 rid = int(job["id"])
                 admitted.add(rid)
-                busy = len(jobs) > 1 or bool(singles) or self._batch_rows() > 0
+                busy = len(jobs) > 1 or bool(singles or waiting) or self._batch_rows() > 0
                 batchable = self._batchable(job)
-                if not (busy and batchable and self._admit_batched(job)):
-                    single = self._session.start(job, self._halts[rid], self.send)
-                    singles.append(single)
-                    if batchable:
+                if busy and batchable and self._admit_batched(job):
+                    continue
+                # (The first of a burst starts at once; those after it wait.)
+                running = bool(singles or waiting)
+                if running and batchable and self._batch_building() and _not_interactive(job):
+                    waiting.append(job)
+                    continue
+                single = self._session.start(job, self._halts[rid], self.send)
+                singles.append(single)
+                if batchable:
+                    movable.append(single)
+            if waiting and not self._batch_building():
+                # The session is ready (or could not be built: then they run as singles).
+                for job in waiting:
+                    if not self._admit_batched(job):
+                        rid = int(job["id"])
+                        single = self._session.start(job, self._halts[rid], self.send)
+                        singles.append(single)
                         movable.append(single)
+                waiting = []
             # Singles move into the batch when a row runs there, or when several are running
             # once it is ready (a burst that came before it was built); one alone stays put.
             # (Pruned every turn: with no batch, e.g. a model that cannot batch, finished
@@ -168,6 +199,7 @@ class Worker:
             singles = [seq for seq in singles if not seq.done]
             live = {seq.rid for seq in singles}
             live.update(seq.rid for seq in (self._batch.rows if self._batch else []))
+            live.update(int(job["id"]) for job in waiting)
             for rid in admitted - live:
                 self._halts.pop(rid, None)
             admitted &= live
@@ -210,6 +242,12 @@ class Worker:
         if idle_batch:
             self._batch = None  # last: `batching_ready` reads 0 once the memory is back
             self._batch_loader = None
+
+    def _batch_building(self) -> bool:
+        """A batching session is on its way (its build started and has not failed)."""
+        return (
+            self._batch is None and self._batch_loader is not None and self._batch_cfg is not None
+        )
 
     def _batch_rows(self) -> int:
         return len(self._batch.rows) if self._batch is not None else 0

@@ -647,3 +647,7 @@ async def test_a_burst_that_arrives_before_the_batch_is_built_moves_into_it(
     # still came from the batch.
     assert after["batched_tokens"] >= 240, after
     assert [r.text for r in burst] == [alone] * 3
+    # The first started at once (on the generator `alone` left); the others waited for the
+    # session and joined it as rows, the second copying the prompt from the first: two reused
+    # a prefix (prefilled alone, only the first could have).
+    assert sum(r.usage.cached_tokens > 0 for r in burst) >= 2, [r.usage for r in burst]

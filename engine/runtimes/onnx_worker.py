@@ -48,6 +48,9 @@ def _batch_idle_s() -> float:
 
 
 BATCH_IDLE_S = _batch_idle_s()
+# The longest a request waits for the batching session being built (~0.3 s for the default
+# model; a larger model's can take longer): after that it starts on its own.
+WAIT_FOR_BATCH_S = 2.0
 
 
 def _trim_heap() -> None:
@@ -145,6 +148,7 @@ class Worker:
         # built: they wait the ~0.3 s it takes and then join it as rows (copying a prefix they
         # share), rather than each prefilling alone and taking turns.
         waiting: list[dict[str, Any]] = []
+        waiting_since = 0.0
         admitted: set[int] = set()
         while (
             jobs := self._next_jobs(
@@ -152,6 +156,22 @@ class Worker:
                 poll_s=0.01 if waiting and not singles and self._batch_rows() == 0 else None,
             )
         ) is not None:
+            if waiting:
+                # Before the new jobs, so those that waited go first. All of them once the
+                # session is ready, could not be built or took too long; a cancelled one at
+                # once (it reports halted without prefilling).
+                late = time.monotonic() - waiting_since > WAIT_FOR_BATCH_S
+                if late or not self._batch_building():
+                    ready, waiting = waiting, []
+                else:
+                    ready = [job for job in waiting if self._halts[int(job["id"])].is_set()]
+                    waiting = [job for job in waiting if job not in ready]
+                for job in ready:
+                    if not self._admit_batched(job):
+                        rid = int(job["id"])
+                        single = self._session.start(job, self._halts[rid], self.send)
+                        singles.append(single)
+                        movable.append(single)
             for job in jobs:
                 rid = int(job["id"])
                 admitted.add(rid)
@@ -162,21 +182,14 @@ class Worker:
                 # (The first of a burst starts at once; those after it wait.)
                 running = bool(singles or waiting)
                 if running and batchable and self._batch_building() and _not_interactive(job):
+                    if not waiting:
+                        waiting_since = time.monotonic()
                     waiting.append(job)
                     continue
                 single = self._session.start(job, self._halts[rid], self.send)
                 singles.append(single)
                 if batchable:
                     movable.append(single)
-            if waiting and not self._batch_building():
-                # The session is ready (or could not be built: then they run as singles).
-                for job in waiting:
-                    if not self._admit_batched(job):
-                        rid = int(job["id"])
-                        single = self._session.start(job, self._halts[rid], self.send)
-                        singles.append(single)
-                        movable.append(single)
-                waiting = []
             # Singles move into the batch when a row runs there, or when several are running
             # once it is ready (a burst that came before it was built); one alone stays put.
             # (Pruned every turn: with no batch, e.g. a model that cannot batch, finished
@@ -245,9 +258,10 @@ class Worker:
 
     def _batch_building(self) -> bool:
         """A batching session is on its way (its build started and has not failed)."""
-        return (
-            self._batch is None and self._batch_loader is not None and self._batch_cfg is not None
-        )
+        loader = self._batch_loader
+        # (A build thread that ended without a session or an error is not coming back.)
+        building = loader is not None and loader.is_alive() and self._batch_cfg is not None
+        return self._batch is None and building
 
     def _batch_rows(self) -> int:
         return len(self._batch.rows) if self._batch is not None else 0

@@ -629,9 +629,9 @@ async def test_a_lone_surrogate_is_a_clear_error_and_the_model_keeps_working(
 async def test_a_burst_that_arrives_before_the_batch_is_built_moves_into_it(
     service: EngineService,
 ) -> None:
-    """The first overlap builds the batching session in the background, so a burst on a cold
-    model starts as single sequences taking turns; once the session is ready they move into
-    it together and finish batched, instead of taking turns to the end."""
+    """The first overlap builds the batching session in the background (~0.3 s). The first
+    request of a burst on a cold model starts at once; chat requests after it wait for the
+    session and join it as rows; the first then moves in too, so all finish batched."""
     await service.load(MODEL)
     entry = service.loader.get_loaded(DEFAULT_ONNX_ID)
     assert entry is not None
@@ -651,3 +651,33 @@ async def test_a_burst_that_arrives_before_the_batch_is_built_moves_into_it(
     # session and joined it as rows, the second copying the prompt from the first: two reused
     # a prefix (prefilled alone, only the first could have).
     assert sum(r.usage.cached_tokens > 0 for r in burst) >= 2, [r.usage for r in burst]
+
+
+async def test_an_interactive_burst_on_a_cold_model_moves_into_the_batch_once_it_is_built(
+    service: EngineService,
+) -> None:
+    """Inline completions never wait for the batching session: they start as singles taking
+    turns, and move into the session together once it is ready."""
+    from engine.scheduler import PRIORITY_INTERACTIVE
+
+    await service.load(MODEL)
+    entry = service.loader.get_loaded(DEFAULT_ONNX_ID)
+    assert entry is not None
+    assert (await entry.instance.runtime_metrics())["batching_ready"] == 0
+
+    def completion(i: int) -> CompletionRequest:
+        return CompletionRequest(
+            MODEL,
+            f"# Story {i}\nOnce upon a time, in a lighthouse by the sea,",
+            params=SamplingParams(max_tokens=160, temperature=0),
+            priority=PRIORITY_INTERACTIVE,
+            kind="inline",
+        )
+
+    results = await asyncio.gather(*(run(service, completion(i)) for i in range(3)))
+    after = await entry.instance.runtime_metrics()
+    assert after["batching_ready"] == 1
+    produced = sum(r.usage.completion_tokens for r in results)
+    # Nothing waited (no row was prefilled in the batch: all three moved in, KV and all), and
+    # most of the tokens still came from the batch.
+    assert after["batched_tokens"] >= produced / 2, (after, produced)

@@ -160,14 +160,13 @@ class PromptCache:
         fits = [k for k in self._kept if k.key == key and need <= k.max_length]
         if not fits:
             return None
-        shared = {id(k): common_prefix(k.prompt, prompt, len(prompt) - 2) for k in fits}
-        best = max(fits, key=lambda k: shared[id(k)])
-        if shared[id(best)] < self.MIN_SHARED:
+        scored = [(common_prefix(k.prompt, prompt, len(prompt) - 2), k) for k in fits]
+        n, best = max(scored, key=lambda nk: nk[0])
+        if n < self.MIN_SHARED:
             if len(self._kept) < self.SLOTS:
                 return None
-            best = fits[0]  # the oldest: recycle its buffer, keep the longer prefixes
+            n, best = scored[0]  # the oldest: recycle its buffer, keep the longer prefixes
         self._kept.remove(best)
-        n = shared[id(best)]
         best.gen.rewind_to(n)
         self.hits += 1
         self.reused_tokens += n

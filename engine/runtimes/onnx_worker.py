@@ -36,6 +36,7 @@ from engine.runtimes.onnx_session import (
     Sequence,
     reuse_key,
 )
+from engine.scheduler import PRIORITY_CHAT, PRIORITY_INTERACTIVE
 
 
 def _batch_idle_s() -> float:
@@ -81,9 +82,9 @@ def pick(live: list[U], now: float) -> U:
 
 
 def _not_interactive(job: dict[str, Any]) -> bool:
-    """Inline completions and edits (engine.scheduler.PRIORITY_INTERACTIVE, 0) never wait for
-    the batching session: they start at once and go first."""
-    return int(job.get("priority", 1)) > 0
+    """Inline completions and edits never wait for the batching session: they start at once
+    and go first."""
+    return int(job.get("priority", PRIORITY_CHAT)) > PRIORITY_INTERACTIVE
 
 
 class Worker:
@@ -156,25 +157,13 @@ class Worker:
                 poll_s=0.01 if waiting and not singles and self._batch_rows() == 0 else None,
             )
         ) is not None:
-            if waiting:
-                # Before the new jobs, so those that waited go first. All of them once the
-                # session is ready, could not be built or took too long; a cancelled one at
-                # once (it reports halted without prefilling).
-                late = time.monotonic() - waiting_since > WAIT_FOR_BATCH_S
-                if late or not self._batch_building():
-                    ready, waiting = waiting, []
-                else:
-                    ready = [job for job in waiting if self._halts[int(job["id"])].is_set()]
-                    waiting = [job for job in waiting if job not in ready]
-                for job in ready:
-                    if not self._admit_batched(job):
-                        rid = int(job["id"])
-                        single = self._session.start(job, self._halts[rid], self.send)
-                        singles.append(single)
-                        movable.append(single)
+            # Those that waited go before the new jobs (into the batch, or alone if it is full).
+            ready, waiting = self._done_waiting(waiting, waiting_since)
+            for job in ready:
+                if not self._admit_batched(job):
+                    self._start_single(job, singles, movable)
             for job in jobs:
-                rid = int(job["id"])
-                admitted.add(rid)
+                admitted.add(int(job["id"]))
                 busy = len(jobs) > 1 or bool(singles or waiting) or self._batch_rows() > 0
                 batchable = self._batchable(job)
                 if busy and batchable and self._admit_batched(job):
@@ -186,10 +175,7 @@ class Worker:
                         waiting_since = time.monotonic()
                     waiting.append(job)
                     continue
-                single = self._session.start(job, self._halts[rid], self.send)
-                singles.append(single)
-                if batchable:
-                    movable.append(single)
+                self._start_single(job, singles, movable if batchable else None)
             # Singles move into the batch when a row runs there, or when several are running
             # once it is ready (a burst that came before it was built); one alone stays put.
             # (Pruned every turn: with no batch, e.g. a model that cannot batch, finished
@@ -255,6 +241,33 @@ class Worker:
         if idle_batch:
             self._batch = None  # last: `batching_ready` reads 0 once the memory is back
             self._batch_loader = None
+
+    def _start_single(
+        self, job: dict[str, Any], singles: list[Sequence], movable: list[GenaiSequence] | None
+    ) -> None:
+        """Start `job` on a generator of its own (prefilled now); `movable`: it may become a
+        batch row later."""
+        assert self._session is not None
+        single = self._session.start(job, self._halts[int(job["id"])], self.send)
+        singles.append(single)
+        if movable is not None:
+            movable.append(single)
+
+    def _done_waiting(
+        self, waiting: list[dict[str, Any]], since: float
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(jobs to admit now, jobs still waiting for the batching session): all of them once
+        it is ready, could not be built or has taken WAIT_FOR_BATCH_S; a cancelled one at once
+        (it reports halted without prefilling)."""
+        if not waiting:
+            return [], []
+        if not self._batch_building() or time.monotonic() - since > WAIT_FOR_BATCH_S:
+            return waiting, []
+        ready: list[dict[str, Any]] = []
+        still: list[dict[str, Any]] = []
+        for job in waiting:
+            (ready if self._halts[int(job["id"])].is_set() else still).append(job)
+        return ready, still
 
     def _batch_building(self) -> bool:
         """A batching session is on its way (its build started and has not failed)."""

@@ -146,8 +146,9 @@ class Worker:
         singles: list[Sequence] = []
         movable: list[GenaiSequence] = []  # singles that may become batch rows
         # Batchable chat and batch-class jobs that came while the batching session was being
-        # built: they wait the ~0.3 s it takes and then join it as rows (copying a prefix they
-        # share), rather than each prefilling alone and taking turns.
+        # built, beside two or more already running: they wait the ~0.3 s it takes and then join
+        # it as rows (copying a prefix they share), rather than each prefilling alone and
+        # taking turns.
         waiting: list[dict[str, Any]] = []
         waiting_since = 0.0
         admitted: set[int] = set()
@@ -168,9 +169,11 @@ class Worker:
                 batchable = self._batchable(job)
                 if busy and batchable and self._admit_batched(job):
                     continue
-                # (The first of a burst starts at once; those after it wait.)
-                running = bool(singles or waiting)
-                if running and batchable and self._batch_building() and _not_interactive(job):
+                # A second request starts at once too (then moves in): waiting would delay it by
+                # the build, and alone beside one other it gains little. From the third on,
+                # waiting beats prefilling alone and taking turns.
+                crowd = len(singles) + len(waiting) >= 2
+                if crowd and batchable and self._batch_building() and _not_interactive(job):
                     if not waiting:
                         waiting_since = time.monotonic()
                     waiting.append(job)

@@ -1,12 +1,15 @@
 """What the REST server lets in: Host names (DNS-rebinding protection), browser origins (CORS),
-the API key, request body size, and JSON bodies that are safe to hand to the handlers."""
+cross-site callers on state-changing routes (CSRF), the API key, request body type and size, and
+JSON bodies that are safe to hand to the handlers."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -16,6 +19,30 @@ from server.rest.settings import RestSettings, is_loopback
 
 MAX_DEPTH = 64
 OPEN_PATHS = frozenset({"/health"})
+SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
+# Sec-Fetch-Site values of a request a web page made to a site other than this server.
+OTHER_SITE = frozenset({"cross-site", "same-site"})
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def changes_state(handler: F) -> F:
+    """Marks a GET handler that changes the engine's state (Foundry's load/unload routes), so the
+    guard treats it like a POST: a web page's <img src> or link must not reach it."""
+    handler.changes_state = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _changes_state(request: web.Request) -> bool:
+    if request.method not in SAFE_METHODS:
+        return True
+    return bool(getattr(request.match_info.handler, "changes_state", False))
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _hostname(host_header: str) -> str:
@@ -76,6 +103,62 @@ class Guard:
             )
         return None
 
+    def cross_site_error(self, request: web.Request) -> ApiError | None:
+        """A state-changing request a web page made from another site. Browsers mark what they send
+        with Sec-Fetch-* (tools such as curl and the SDKs send none); an <img> or a link carries no
+        Origin, so the Origin check alone would let it through."""
+        site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+        mode = request.headers.get("Sec-Fetch-Mode", "").strip().lower()
+        origin = request.headers.get(hdrs.ORIGIN)
+        referer = request.headers.get(hdrs.REFERER, "").strip()
+        if mode == "no-cors":
+            why = "a web page's no-cors request (an image, script or form)"
+        elif site in OTHER_SITE and not (origin is not None and self.origin_ok(origin)):
+            why = f"a web page on another site (Sec-Fetch-Site: {site})"
+        elif referer and not self.referer_ok(request, referer):
+            # Browsers without Sec-Fetch-* (older Safari) still send the page in Referer; tools
+            # send none, so only a page of another site is refused here.
+            why = f"a web page on another site (Referer: {referer[:100]})"
+        else:
+            return None
+        return ApiError(
+            403,
+            f"{request.method} {request.path[:100]} changes the engine's state and was sent by "
+            f"{why}; it is refused. Call it from a tool (curl, an SDK, the ingot CLI), or from a "
+            "page whose origin the server allows (--cors-origin) with fetch in cors mode.",
+            code="cross_site_request",
+        )
+
+    def referer_ok(self, request: web.Request, referer: str) -> bool:
+        """Whether the page in `referer` is this server's own (on a loopback name, at this
+        server's port) or of an allowed origin."""
+        try:
+            parts = urlsplit(referer)
+            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        except ValueError:
+            return False  # no valid URL: no page of this server either
+        if not parts.scheme or not parts.hostname:
+            return False
+        if self.origin_ok(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"):
+            return True
+        return is_loopback(parts.hostname) and port == request.url.port
+
+    def media_type_error(self, request: web.Request) -> ApiError | None:
+        """A body that is not declared JSON: browsers send text/plain and form bodies cross-site
+        without asking first, so only JSON (which needs a CORS preflight) may change state."""
+        declared = request.headers.get(hdrs.CONTENT_TYPE)
+        length = request.content_length
+        if length == 0 or (length is None and not request.body_exists):
+            return None  # a bare POST (curl -X POST): nothing to parse, whatever its label
+        if declared is not None and _is_json(declared):
+            return None
+        return ApiError(
+            415,
+            f"The request body must be JSON, sent with Content-Type: application/json (got "
+            f"{(declared or 'none')[:100]!r}). With curl, add -H 'Content-Type: application/json'.",
+            code="unsupported_media_type",
+        )
+
     def cors_headers(self, origin: str) -> dict[str, str]:
         return {
             "Access-Control-Allow-Origin": "*" if self.any_origin else origin,
@@ -114,12 +197,39 @@ class Guard:
                         "Access-Control-Max-Age": "600",
                     },
                 )
+        if _changes_state(request):
+            if (err := self.cross_site_error(request)) is not None:
+                raise err
+            if request.method not in SAFE_METHODS and (err := self.media_type_error(request)):
+                raise err
         if (err := self.key_error(request)) is not None:
             raise err
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
             raise too_large(self.settings.max_body_bytes)
+        if request.body_exists and (slow := await self._read_body(request)) is not None:
+            return slow
         return await handler(request)
+
+    async def _read_body(self, request: web.Request) -> web.Response | None:
+        """Read the body now, within the read timeout (aiohttp keeps it for the handler), so a
+        client that trickles or stops sending cannot hold a connection and a handler for long.
+        Returns the 408 answer for such a client."""
+        limit = self.settings.read_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large(self.settings.max_body_bytes) from None
+        except TimeoutError:
+            response = ApiError(
+                408,
+                f"The request body did not arrive within {limit:g} s. Send the whole body at once.",
+                code="request_timeout",
+            ).response()
+            response.force_close()  # the rest of the body may still come: do not read it
+            return response
+        return None
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         origin = request.headers.get(hdrs.ORIGIN)

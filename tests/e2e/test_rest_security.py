@@ -121,7 +121,8 @@ async def test_body_size_limit(http: aiohttp.ClientSession) -> None:
         for _ in range(20):
             yield b" " * 8192
 
-    async with http.post(CHAT, data=chunked()) as r:  # no Content-Length: caught while reading
+    # No Content-Length: caught while reading.
+    async with http.post(CHAT, data=chunked(), headers={"Content-Type": "application/json"}) as r:
         assert r.status == 413
         _error(await r.json())
 

@@ -1,0 +1,60 @@
+"""The caps every REST generation route applies alike (OpenAI and Ingot's native ones): max_tokens,
+the number of messages, stop sequences, the telemetry `kind`, and who may ask for priority."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from protocol import openai as oa
+from protocol.jsonrpc import generation as g
+from server.rest.errors import ApiError, bad_request
+
+# A stop sequence longer than this is not a stop sequence: every token would rescan it.
+MAX_STOP_CHARS = 1000
+# What a request may say it is for; the request history keeps it, so it is a short fixed set.
+KINDS = ("chat", "complete", "edit", "inline", "console")
+P = TypeVar("P", g.ChatParams, g.CompleteParams)
+
+
+def check_max_tokens(n: int | None, limit: int) -> None:
+    if n is not None and n > limit:
+        raise bad_request(
+            f"max_tokens is {n}; this server allows at most {limit}.",
+            param="max_tokens",
+            code="max_tokens_too_large",
+        )
+
+
+def check_stop(stop: Sequence[str], param: str = "stop") -> None:
+    if len(stop) > oa.MAX_STOP:
+        raise bad_request(f"Send at most {oa.MAX_STOP} stop sequences.", param=param)
+    for s in stop:
+        if len(s) > MAX_STOP_CHARS:
+            raise bad_request(
+                f"A stop sequence has {len(s)} characters; at most {MAX_STOP_CHARS} are allowed.",
+                param=param,
+            )
+
+
+def check_native(p: g.ChatParams | g.CompleteParams, max_tokens_limit: int) -> None:
+    """The OpenAI routes' caps for `/ingot/v1/chat|complete` (their wire models allow more, for
+    the editor's own stdio connection)."""
+    check_max_tokens(p.max_tokens, max_tokens_limit)
+    check_stop(p.stop or (), param="stop")
+    if isinstance(p, g.ChatParams) and len(p.messages) > oa.MAX_MESSAGES:
+        raise bad_request(f"Send at most {oa.MAX_MESSAGES} messages.", param="messages")
+    if p.kind is not None and p.kind not in KINDS:
+        raise ApiError(
+            400,
+            f"kind must be one of {', '.join(KINDS)} (got '{p.kind[:40]}').",
+            param="kind",
+        )
+
+
+def rest_priority(p: P, trusted: bool) -> P:
+    """A REST caller does not jump ahead of the editor: `interactive` runs as `chat` unless the
+    server requires an API key (then only key holders get here)."""
+    if p.priority == "interactive" and not trusted:
+        return p.model_copy(update={"priority": "chat"})
+    return p

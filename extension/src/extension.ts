@@ -1,7 +1,9 @@
 /** Ingot's VS Code extension: wires the engine client, the views, the webviews and the commands. */
 
 import * as vscode from "vscode";
-import { Engine } from "./engine";
+import { Engine, activePython } from "./engine";
+import { EngineSetup } from "./setup";
+import { registerSetupCommand } from "./firstRun";
 import { LoadedTree, ModelArg, ModelStore, ModelsTree, modelIdOf } from "./models";
 import { registerModelCommands } from "./modelCommands";
 import { PlaygroundManager } from "./playground";
@@ -17,12 +19,15 @@ export interface IngotApi {
   performance: PerformancePanel;
   status: StatusBar;
   edits: InlineEditController;
+  setup: EngineSetup;
 }
 
 let engine: Engine | undefined;
 
 export async function activate(context: vscode.ExtensionContext): Promise<IngotApi> {
-  engine = new Engine();
+  const output = vscode.window.createOutputChannel("Ingot", { log: true });
+  const setup = new EngineSetup(context.extensionPath, context.globalStorageUri.fsPath, output, activePython);
+  engine = new Engine(output, setup);
   const store = new ModelStore(engine);
   engine.models = store;
   const modelsTree = new ModelsTree(store);
@@ -32,8 +37,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<IngotA
   const status = new StatusBar(engine, store);
   const edits = new InlineEditController(engine);
   const e = engine;
+  const modelsView = vscode.window.createTreeView("ingot.models", { treeDataProvider: modelsTree, showCollapseAll: false });
 
   context.subscriptions.push(
+    output,
     e,
     store,
     loadedTree,
@@ -41,13 +48,15 @@ export async function activate(context: vscode.ExtensionContext): Promise<IngotA
     performance,
     status,
     edits,
-    vscode.window.createTreeView("ingot.models", { treeDataProvider: modelsTree, showCollapseAll: false }),
+    setup,
+    modelsView,
+    // A failed setup's reason and fix stay above the Models view until the next try.
+    setup.onDidChangeState((state) => {
+      modelsView.message = state === "failed" ? setup.lastFailure?.message : undefined;
+    }),
     vscode.window.createTreeView("ingot.loaded", { treeDataProvider: loadedTree }),
     vscode.commands.registerCommand("ingot.refresh", () => store.refresh()),
     vscode.commands.registerCommand("ingot.playground.open", (arg?: ModelArg) => {
-      playgrounds.open({ model: modelIdOf(arg) });
-    }),
-    vscode.commands.registerCommand("ingot.model.openPlayground", (arg?: ModelArg) => {
       playgrounds.open({ model: modelIdOf(arg) });
     }),
     vscode.commands.registerCommand("ingot.performance.open", () => performance.show()),
@@ -56,7 +65,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<IngotA
     vscode.commands.registerCommand("ingot.edit.reject", () => edits.reject()),
     vscode.commands.registerCommand("ingot.edit.cancel", () => edits.cancel()),
     vscode.commands.registerCommand("ingot.ask.selection", () => askAboutSelection(playgrounds)),
-    vscode.commands.registerCommand("ingot.engine.restart", () => e.restart()),
+    vscode.commands.registerCommand("ingot.engine.restart", (options?: { confirmed?: boolean }) => e.restart(options)),
     vscode.commands.registerCommand("ingot.engine.showLog", () => e.output.show(true)),
     vscode.commands.registerCommand("ingot.inline.toggle", async () => {
       const config = vscode.workspace.getConfiguration("ingot");
@@ -76,8 +85,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<IngotA
     }),
   );
   registerModelCommands(context, e, store);
+  registerSetupCommand(context, setup, e, store);
   void e.start();
-  return { engine: e, store, playgrounds, performance, status, edits };
+  return { engine: e, store, playgrounds, performance, status, edits, setup };
 }
 
 function askAboutSelection(playgrounds: PlaygroundManager): void {

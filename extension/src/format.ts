@@ -70,3 +70,52 @@ export function parseTtl(input: string): number | undefined {
   }
   return Math.round(value * factor);
 }
+
+type EngineStateName = "stopped" | "starting" | "running" | "restarting" | "failed";
+
+/** What the status bar item shows for an engine state, and what a click on it does. */
+export interface StatusView {
+  icon: string;
+  /** Red background: the engine failed. */
+  error: boolean;
+  /** Labels of the loaded models (running only). */
+  models?: string[];
+  /** The last answer's decode rate, only while its model is still loaded. */
+  tps?: number;
+  /** performance: the performance view; log: the engine log (while it starts); fix: what to do about it. */
+  action: "performance" | "log" | "fix";
+  /** Instead of the engine state: the engine is being set up, or is not set up yet. */
+  label?: "settingUp" | "notSetUp";
+}
+
+export function statusView(
+  state: EngineStateName,
+  loaded: readonly { id: string; label: string }[],
+  last: { modelId: string; tps: number } | undefined,
+  setup: "none" | "missing" | "running" = "none",
+): StatusView {
+  // Not set up yet (or being set up) is a first run, not a failure: no red, and a click offers Set up Ingot.
+  if (setup === "running") {
+    return { icon: "$(loading~spin)", error: false, action: "log", label: "settingUp" };
+  }
+  if (setup === "missing" && state !== "running") {
+    return { icon: "$(tools)", error: false, action: "fix", label: "notSetUp" };
+  }
+  switch (state) {
+    case "running":
+      return {
+        icon: "$(circuit-board)",
+        error: false,
+        models: loaded.map((m) => m.label),
+        tps: last && loaded.some((m) => m.id === last.modelId) ? last.tps : undefined,
+        action: "performance",
+      };
+    case "starting":
+    case "restarting":
+      return { icon: "$(loading~spin)", error: false, action: "log" };
+    case "failed":
+      return { icon: "$(error)", error: true, action: "fix" };
+    default:
+      return { icon: "$(circle-slash)", error: false, action: "fix" };
+  }
+}

@@ -1,12 +1,18 @@
-/** Inline chat: "Edit Selection" streams the engine's rewrite below the selection as a preview with
- * diff decorations, then Accept (keep the rewrite) or Reject (keep the original), by CodeLens or command. */
+/** Inline chat: "Edit Selection" streams the engine's rewrite into a read-only proposal (the whole file
+ * with the selected lines rewritten, a file of the `ingot-proposal:` file system) shown in a diff editor against
+ * the real document, which the preview never touches: a save writes the original, Reject and Escape
+ * leave it byte-identical. Accept replaces the selected lines with the rewrite in one edit, so one Undo
+ * restores them; if those lines changed meanwhile, nothing is applied. */
 
 import * as crypto from "crypto";
+import * as path from "path";
 import * as vscode from "vscode";
 import { EditPartialResult, EditRequest } from "./protocol/generated";
 import type { Engine } from "./engine";
-import { diffLines, editTokenBudget, fullLineSpan, previewText, splitLines } from "./diff";
-import { errorMessage } from "./errors";
+import { editTokenBudget, fullLineSpan, previewText } from "./diff";
+import { EditProblem, editProblem, errorMessage } from "./errors";
+import { Span, proposedText, rebaseSpan, sameText, withEol } from "./proposal";
+import { ProposalFileSystem } from "./proposalFs";
 
 export interface EditArgs {
   /** The instruction; asked for when absent. */
@@ -14,37 +20,46 @@ export interface EditArgs {
   model?: string;
 }
 
+type Severity = "info" | "warning" | "error";
+/** A button: its title and the command it runs. */
+type Action = [title: string, command: string];
+
+export const PROPOSAL_SCHEME = "ingot-proposal";
+/** How often the proposal (and so the diff editor) is refreshed while the rewrite streams in. */
+const REFRESH_MS = 100;
+
 interface Pending {
-  editor: vscode.TextEditor;
+  doc: vscode.TextDocument;
   uri: string;
-  /** Original block: lines first..last. */
-  first: number;
-  last: number;
+  /** The read-only proposal: the document with `span` replaced by `text`. */
+  proposal: vscode.Uri;
+  column: vscode.ViewColumn | undefined;
+  /** The selected lines in the document as it is now (carried over edits elsewhere in it). */
+  span: Span;
   original: string;
-  /** Replacement block as inserted below the original: lines last+1 .. last+lines. */
+  /** The rewrite (so far, while running). */
   text: string;
+  /** The proposal's text as it was when the proposal ended (its diff editor may still be closing). */
+  frozen: string | undefined;
+  /** The proposal file's modification time: bumped on every change, so that its editors read it again. */
+  mtime: number;
   running: boolean;
+  /** Set once the diff editor was asked for; resolves when it is open. */
+  showing: Promise<void> | undefined;
   cancel: vscode.CancellationTokenSource;
-  applying: Promise<void>;
 }
 
 export class InlineEditController implements vscode.CodeLensProvider, vscode.Disposable {
   private pending: Pending | undefined;
-  private readonly removed = vscode.window.createTextEditorDecorationType({
-    isWholeLine: true,
-    backgroundColor: new vscode.ThemeColor("diffEditor.removedLineBackground"),
-    overviewRulerColor: new vscode.ThemeColor("editorOverviewRuler.deletedForeground"),
-    overviewRulerLane: vscode.OverviewRulerLane.Left,
-  });
-  private readonly added = vscode.window.createTextEditorDecorationType({
-    isWholeLine: true,
-    backgroundColor: new vscode.ThemeColor("diffEditor.insertedLineBackground"),
-    overviewRulerColor: new vscode.ThemeColor("editorOverviewRuler.addedForeground"),
-    overviewRulerLane: vscode.OverviewRulerLane.Left,
-  });
-  private readonly kept = vscode.window.createTextEditorDecorationType({
-    isWholeLine: true,
-    opacity: "0.6",
+  /** The last message shown (for the tests: a toast cannot be read through the API). */
+  lastNotice: { severity: Severity; message: string; actions: string[] } | undefined;
+  private serial = 0;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  /** The current proposal and those whose diff editors are still closing, by URI. */
+  private readonly proposals = new Map<string, Pending>();
+  private readonly fs = new ProposalFileSystem((uri) => {
+    const p = this.proposals.get(uri.toString());
+    return p && { text: this.textOf(p), mtime: p.mtime };
   });
   private readonly lensEmitter = new vscode.EventEmitter<void>();
   readonly onDidChangeCodeLenses = this.lensEmitter.event;
@@ -52,32 +67,72 @@ export class InlineEditController implements vscode.CodeLensProvider, vscode.Dis
 
   constructor(private readonly engine: Engine) {
     this.disposables.push(
+      this.fs,
+      this.lensEmitter,
+      vscode.workspace.registerFileSystemProvider(PROPOSAL_SCHEME, this.fs, { isCaseSensitive: true, isReadonly: true }),
       vscode.languages.registerCodeLensProvider({ scheme: "*" }, this),
+      vscode.workspace.onDidChangeTextDocument((e) => this.documentChanged(e)),
       vscode.workspace.onDidCloseTextDocument((doc) => {
-        if (this.pending && doc.uri.toString() === this.pending.uri) {
-          this.clear();
+        const p = this.pending;
+        if (p && doc.uri.toString() === p.uri) {
+          void this.clear(p);
+        }
+      }),
+      // Closing the diff editor by hand is a Reject.
+      vscode.window.tabGroups.onDidChangeTabs((e) => {
+        const p = this.pending;
+        if (p && e.closed.some((t) => isProposalTab(t, p))) {
+          p.cancel.cancel();
+          this.detach(p);
+          this.proposals.delete(p.proposal.toString());
         }
       }),
     );
+    this.closeRestored();
   }
 
-  /** Whether a preview is waiting for Accept or Reject (or still streaming). */
+  /** Proposals do not outlive the window: close the diff editors a reload restored. */
+  closeRestored(): void {
+    const stale = vscode.window.tabGroups.all
+      .flatMap((g) => g.tabs)
+      .filter((t) => t.input instanceof vscode.TabInputTextDiff && t.input.modified.scheme === PROPOSAL_SCHEME && !this.proposals.has(t.input.modified.toString()));
+    if (stale.length > 0) {
+      void vscode.window.tabGroups.close(stale);
+    }
+  }
+
+  /** Whether a proposal is waiting for Accept or Reject (or still streaming). */
   get state(): "idle" | "running" | "pending" {
     return this.pending ? (this.pending.running ? "running" : "pending") : "idle";
   }
 
+  /** The proposal's URI while one exists (for the tests). */
+  get proposalUri(): vscode.Uri | undefined {
+    return this.pending?.proposal;
+  }
+
+  /** The text of the proposal at `uri` (for the tests), if there is one. */
+  proposalText(uri: vscode.Uri): string | undefined {
+    const p = this.proposals.get(uri.toString());
+    return p && this.textOf(p);
+  }
+
+  /** The document with the selected lines replaced by the rewrite (so far). */
+  private textOf(p: Pending): string {
+    return p.frozen ?? proposedText(p.doc.getText(), p.span, withEol(p.text, eolOf(p.doc)));
+  }
+
   async editSelection(args: EditArgs = {}): Promise<void> {
     const editor = vscode.window.activeTextEditor;
-    if (!editor) {
-      void vscode.window.showInformationMessage(vscode.l10n.t("Open a file and select the text to edit."));
+    if (!editor || editor.document.uri.scheme === PROPOSAL_SCHEME) {
+      this.notify("info", vscode.l10n.t("Open a file and select the text to edit."));
       return;
     }
-    if (this.pending) {
-      await this.reject();
+    if (this.engine.state !== "running") {
+      await this.showProblem("engineDown");
+      return;
     }
     const doc = editor.document;
-    const sel = editor.selection;
-    const span = sel.isEmpty ? { first: sel.active.line, last: sel.active.line } : fullLineSpan(sel.start.line, sel.end.line, sel.end.character);
     const instruction =
       args.instruction ??
       (await vscode.window.showInputBox({
@@ -86,140 +141,160 @@ export class InlineEditController implements vscode.CodeLensProvider, vscode.Dis
         placeHolder: vscode.l10n.t("e.g. add type hints, fix the bug, translate the comments"),
         ignoreFocusOut: true,
       }));
-    if (!instruction) {
+    if (!instruction || doc.isClosed) {
       return;
     }
-    const range = new vscode.Range(span.first, 0, span.last, doc.lineAt(span.last).text.length);
+    // The prompt can stay open for a while: the engine may have stopped, another Edit Selection may
+    // have started, and the document may have changed. Decide all of that now, after it.
+    if (this.engine.state !== "running") {
+      await this.showProblem("engineDown");
+      return;
+    }
+    if (this.pending) {
+      await this.reject();
+    }
+    const sel = editor.selection;
+    const lines = sel.isEmpty ? { first: sel.active.line, last: sel.active.line } : fullLineSpan(sel.start.line, sel.end.line, sel.end.character);
+    if (lines.last >= doc.lineCount) {
+      return;
+    }
+    const range = new vscode.Range(lines.first, 0, lines.last, doc.lineAt(lines.last).text.length);
     const original = doc.getText(range);
-    const cancel = new vscode.CancellationTokenSource();
-    const pending: Pending = {
-      editor,
+    const p: Pending = {
+      doc,
       uri: doc.uri.toString(),
-      first: span.first,
-      last: span.last,
+      proposal: vscode.Uri.from({
+        scheme: PROPOSAL_SCHEME,
+        // The file's own name, so that the proposal gets its language (and highlighting).
+        path: doc.uri.path.startsWith("/") ? doc.uri.path : `/${doc.uri.path}`,
+        query: String(++this.serial),
+      }),
+      column: editor.viewColumn,
+      span: { start: doc.offsetAt(range.start), end: doc.offsetAt(range.end) },
       original,
       text: "",
+      frozen: undefined,
+      mtime: Date.now(),
       running: true,
-      cancel,
-      applying: Promise.resolve(),
+      showing: undefined,
+      cancel: new vscode.CancellationTokenSource(),
     };
-    this.pending = pending;
-    // Collapse the selection, so that the preview below it is not selected as it streams in.
-    editor.selection = new vscode.Selection(span.first, 0, span.first, 0);
+    this.pending = p;
+    this.proposals.set(p.proposal.toString(), p);
     this.updateContext();
-    this.decorate();
+    this.lensEmitter.fire();
     const token = crypto.randomUUID();
     let streamed = "";
-    let timer: NodeJS.Timeout | undefined;
-    const flush = (): void => {
-      timer = undefined;
-      this.queueReplace(pending, previewText(streamed));
-    };
-    const sub = this.engine.onProgress(EditPartialResult, token, (delta) => {
-      streamed += delta.text;
-      timer ??= setTimeout(flush, 60);
-    });
+    let sub: vscode.Disposable | undefined;
     try {
-      const result = await vscode.window.withProgress(
-        { location: vscode.ProgressLocation.Window, title: vscode.l10n.t("Ingot is editing…") },
-        () =>
-          this.engine.request(
-            EditRequest,
-            {
-              uri: pending.uri,
-              range: { start: { line: range.start.line, character: 0 }, end: { line: range.end.line, character: range.end.character } },
-              instruction,
-              model: args.model,
-              // Bound the answer by the selection's size: small models otherwise ramble to the limit.
-              maxTokens: editTokenBudget(original),
-              // Greedy: an edit should be reproducible (the same selection and instruction give the same rewrite).
-              temperature: 0,
-              partialResultToken: token,
-            },
-            cancel.token,
-          ),
+      sub = this.engine.onProgress(EditPartialResult, token, (delta) => {
+        if (this.pending !== p) {
+          return;
+        }
+        streamed += delta.text;
+        p.text = previewText(streamed);
+        if (!p.showing && p.text !== "") {
+          this.show(p);
+        } else {
+          this.scheduleRefresh();
+        }
+      });
+      const result = await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: vscode.l10n.t("Ingot is editing…") }, () =>
+        this.engine.request(
+          EditRequest,
+          {
+            uri: p.uri,
+            range: { start: { line: range.start.line, character: 0 }, end: { line: range.end.line, character: range.end.character } },
+            instruction,
+            model: args.model,
+            // Bound the answer by the selection's size: small models otherwise ramble to the limit.
+            maxTokens: editTokenBudget(original),
+            // Greedy: an edit should be reproducible (the same selection and instruction give the same rewrite).
+            temperature: 0,
+            partialResultToken: token,
+          },
+          p.cancel.token,
+        ),
       );
-      if (timer) {
-        clearTimeout(timer);
-      }
-      if (this.pending !== pending) {
+      if (this.pending !== p) {
         return;
       }
-      this.queueReplace(pending, result.text.replace(/\r?\n+$/, ""));
-      await pending.applying;
-      pending.running = false;
+      const text = result.text.replace(/\r?\n+$/, "");
+      if (sameText(original, text)) {
+        await this.clear(p);
+        this.notify("info", vscode.l10n.t("The model suggested no changes."));
+        return;
+      }
+      p.text = text;
+      p.running = false;
+      if (!p.showing) {
+        this.show(p);
+      }
+      this.refreshNow(p);
       this.updateContext();
       this.lensEmitter.fire();
+      await p.showing;
     } catch (err) {
-      if (timer) {
-        clearTimeout(timer);
+      const mine = this.pending === p;
+      if (mine) {
+        await this.clear(p);
       }
-      if (this.pending === pending) {
-        await this.reject();
-      }
-      const message = errorMessage(err);
-      if (message !== undefined && !cancel.token.isCancellationRequested) {
-        void vscode.window.showErrorMessage(message);
+      if (mine && !p.cancel.token.isCancellationRequested) {
+        await this.showError(err);
       }
     } finally {
-      sub.dispose();
+      sub?.dispose();
     }
   }
 
-  /** Replace the preview block with `text` (edits are serialised). */
-  private queueReplace(p: Pending, text: string): void {
-    p.applying = p.applying.then(async () => {
-      if (this.pending !== p || text === p.text) {
-        return;
-      }
-      const doc = p.editor.document;
-      const oldLines = p.text === "" ? 0 : splitLines(p.text).length;
-      const endOfOriginal = doc.lineAt(p.last).range.end;
-      const range = oldLines === 0 ? new vscode.Range(endOfOriginal, endOfOriginal) : new vscode.Range(endOfOriginal, doc.lineAt(p.last + oldLines).range.end);
-      const insert = text === "" ? "" : `\n${text}`;
-      const ok = await this.applyEdit(doc, (edit) => edit.replace(doc.uri, range, insert));
-      if (ok) {
-        p.text = text;
-        this.decorate();
-        this.lensEmitter.fire();
-      }
-    });
-  }
-
-  private async applyEdit(doc: vscode.TextDocument, build: (edit: vscode.WorkspaceEdit) => void): Promise<boolean> {
+  /** Keep the rewrite: replace the selected lines with it, in one edit. */
+  async accept(): Promise<void> {
+    const p = this.pending;
+    if (!p || p.running) {
+      return;
+    }
+    const doc = p.doc;
+    const range = new vscode.Range(doc.positionAt(p.span.start), doc.positionAt(p.span.end));
+    if (doc.isClosed || doc.getText(range) !== p.original) {
+      await this.clear(p);
+      this.notify("warning", vscode.l10n.t("The selected lines changed, so the edit was not applied. Run Edit Selection again."));
+      return;
+    }
     const edit = new vscode.WorkspaceEdit();
-    build(edit);
+    edit.replace(doc.uri, range, withEol(p.text, eolOf(doc)));
+    this.detach(p);
+    // The edit carries the document's version: if it changed since, VS Code refuses it (ok is false).
     const ok = await vscode.workspace.applyEdit(edit);
-    return ok && !doc.isClosed;
+    await this.close(p, range.start);
+    if (!ok) {
+      this.notify("warning", vscode.l10n.t("The selected lines changed, so the edit was not applied. Run Edit Selection again."));
+    }
   }
 
-  private decorate(): void {
+  /** Keep the original: close the proposal (the document was never changed). */
+  async reject(): Promise<void> {
     const p = this.pending;
     if (!p) {
       return;
     }
-    const editor = vscode.window.visibleTextEditors.find((e) => e.document.uri.toString() === p.uri) ?? p.editor;
-    p.editor = editor;
-    const original = splitLines(p.original);
-    const replacement = p.text === "" ? [] : splitLines(p.text);
-    const diff = diffLines(original, replacement);
-    const line = (n: number): vscode.Range => new vscode.Range(n, 0, n, 0);
-    const removed: vscode.Range[] = [];
-    const kept: vscode.Range[] = [];
-    const added: vscode.Range[] = [];
-    diff.original.forEach((mark, i) => (mark === "same" ? kept : removed).push(line(p.first + i)));
-    diff.replacement.forEach((mark, i) => (mark === "same" ? kept : added).push(line(p.last + 1 + i)));
-    editor.setDecorations(this.removed, removed);
-    editor.setDecorations(this.added, added);
-    editor.setDecorations(this.kept, kept);
+    p.cancel.cancel();
+    await this.clear(p);
+  }
+
+  /** Escape: stop a running edit, or reject a finished one. */
+  async cancel(): Promise<void> {
+    await this.reject();
   }
 
   provideCodeLenses(document: vscode.TextDocument): vscode.CodeLens[] {
     const p = this.pending;
-    if (!p || document.uri.toString() !== p.uri) {
+    const uri = document.uri.toString();
+    if (!p || (uri !== p.uri && uri !== p.proposal.toString())) {
       return [];
     }
-    const at = new vscode.Range(p.first, 0, p.first, 0);
+    // The text before the selection is the same in both, so the block starts on the same line.
+    const line = p.doc.positionAt(p.span.start).line;
+    const at = new vscode.Range(line, 0, line, 0);
     if (p.running) {
       return [
         new vscode.CodeLens(at, { title: vscode.l10n.t("$(loading~spin) Ingot is editing…"), command: "" }),
@@ -232,63 +307,159 @@ export class InlineEditController implements vscode.CodeLensProvider, vscode.Dis
     ];
   }
 
-  /** Keep the rewrite: remove the original lines. */
-  async accept(): Promise<void> {
+  private show(p: Pending): void {
+    const at = p.doc.positionAt(p.span.start);
+    const title = vscode.l10n.t("{0} ↔ Ingot's proposal", path.posix.basename(p.doc.uri.path));
+    const options: vscode.TextDocumentShowOptions = { viewColumn: p.column, preview: true, selection: new vscode.Range(at, at) };
+    p.showing = Promise.resolve(vscode.commands.executeCommand("vscode.diff", p.doc.uri, p.proposal, title, options)).then(
+      () => undefined,
+      (err: unknown) => this.engine.output.warn(`could not open the edit proposal: ${String(err)}`),
+    );
+  }
+
+  /** Follow the document: move the proposal with edits elsewhere; drop it when the selected lines change. */
+  private documentChanged(e: vscode.TextDocumentChangeEvent): void {
     const p = this.pending;
-    if (!p) {
+    if (!p || e.document.uri.toString() !== p.uri || e.contentChanges.length === 0) {
       return;
     }
-    if (p.running) {
+    const span = rebaseSpan(
+      p.span,
+      e.contentChanges.map((c) => ({ offset: c.rangeOffset, length: c.rangeLength, text: c.text })),
+    );
+    if (!span) {
       p.cancel.cancel();
+      void this.clear(p);
+      this.notify("warning", vscode.l10n.t("The selected lines were edited, so Ingot's proposal was dropped. Run Edit Selection again."));
       return;
     }
-    await p.applying;
-    const doc = p.editor.document;
-    const hasText = p.text !== "";
-    // Original lines and the newline that joined them to the rewrite (or the whole block if the rewrite is empty).
-    const range = hasText
-      ? new vscode.Range(p.first, 0, p.last + 1, 0)
-      : p.last + 1 < doc.lineCount
-        ? new vscode.Range(p.first, 0, p.last + 1, 0)
-        : new vscode.Range(p.first, 0, p.last, doc.lineAt(p.last).text.length);
-    this.clear();
-    await this.applyEdit(doc, (edit) => edit.delete(doc.uri, range));
+    p.span = span;
+    this.scheduleRefresh();
+    this.lensEmitter.fire();
   }
 
-  /** Keep the original: remove the preview block. */
-  async reject(): Promise<void> {
-    const p = this.pending;
-    if (!p) {
-      return;
-    }
-    p.cancel.cancel();
-    await p.applying;
-    const doc = p.editor.document;
-    this.clear();
-    if (p.text !== "" && !doc.isClosed) {
-      const lines = splitLines(p.text).length;
-      const range = new vscode.Range(doc.lineAt(p.last).range.end, doc.lineAt(p.last + lines).range.end);
-      await this.applyEdit(doc, (edit) => edit.delete(doc.uri, range));
-    }
-  }
-
-  /** Escape: stop a running edit (and drop its preview), or reject a finished one. */
-  async cancel(): Promise<void> {
-    await this.reject();
-  }
-
-  private clear(): void {
-    const p = this.pending;
-    this.pending = undefined;
-    if (p) {
-      for (const e of vscode.window.visibleTextEditors.filter((x) => x.document.uri.toString() === p.uri).concat(p.editor)) {
-        e.setDecorations(this.removed, []);
-        e.setDecorations(this.added, []);
-        e.setDecorations(this.kept, []);
+  private scheduleRefresh(): void {
+    this.refreshTimer ??= setTimeout(() => {
+      this.refreshTimer = undefined;
+      if (this.pending) {
+        this.changed(this.pending);
       }
+    }, REFRESH_MS);
+  }
+
+  private refreshNow(p: Pending): void {
+    if (this.refreshTimer) {
+      clearTimeout(this.refreshTimer);
+      this.refreshTimer = undefined;
+    }
+    this.changed(p);
+  }
+
+  private changed(p: Pending): void {
+    p.mtime = Math.max(Date.now(), p.mtime + 1);
+    this.fs.changed(p.proposal);
+  }
+
+  private async showError(err: unknown): Promise<void> {
+    const problem = editProblem(err, this.engine.state === "running");
+    if (problem) {
+      await this.showProblem(problem);
+      return;
+    }
+    const message = errorMessage(err);
+    if (message !== undefined) {
+      this.notify("error", message);
+    }
+  }
+
+  /** The problem in the extension's words, with its fix as a button. */
+  private async showProblem(problem: EditProblem): Promise<void> {
+    const offer = (message: string, actions: Action[], severity: Severity = "error"): void => this.notify(severity, message, actions);
+    switch (problem) {
+      case "noModel":
+        offer(vscode.l10n.t("No model is loaded for Edit Selection. Load one, then try again."), [[vscode.l10n.t("Load Model"), "ingot.model.load"]]);
+        return;
+      case "notDownloaded":
+        offer(vscode.l10n.t("The model for Edit Selection is not downloaded yet. Download it, then try again."), [[vscode.l10n.t("Download Model"), "ingot.model.download"]]);
+        return;
+      case "tooLong":
+        offer(vscode.l10n.t("The selection is too long for the model's context. Select fewer lines and try again."), [], "warning");
+        return;
+      case "busy":
+        offer(vscode.l10n.t("The Ingot engine is busy with other requests. Try again in a moment."), [], "warning");
+        return;
+      case "engineDown": {
+        const log: Action = [vscode.l10n.t("Show Log"), "ingot.engine.showLog"];
+        if (this.engine.state === "starting" || this.engine.state === "restarting") {
+          offer(vscode.l10n.t("The Ingot engine is starting. Try again in a moment."), [log], "warning");
+          return;
+        }
+        const commands = await vscode.commands.getCommands(true);
+        const fix: Action = commands.includes("ingot.setup")
+          ? [vscode.l10n.t("Set up Ingot"), "ingot.setup"]
+          : [vscode.l10n.t("Restart Engine"), "ingot.engine.restart"];
+        offer(vscode.l10n.t("The Ingot engine is not running, so it cannot edit. Set it up, or see the log for why."), [fix, log]);
+        return;
+      }
+    }
+  }
+
+  /** Show a message with buttons that run commands. Not awaited: a toast may stay open. */
+  private notify(severity: Severity, message: string, actions: Action[] = []): void {
+    this.lastNotice = { severity, message, actions: actions.map((a) => a[0]) };
+    const titles = actions.map((a) => a[0]);
+    const shown =
+      severity === "error"
+        ? vscode.window.showErrorMessage(message, ...titles)
+        : severity === "warning"
+          ? vscode.window.showWarningMessage(message, ...titles)
+          : vscode.window.showInformationMessage(message, ...titles);
+    void shown.then((choice) => {
+      const action = actions.find((a) => a[0] === choice);
+      if (action) {
+        void vscode.commands.executeCommand(action[1]);
+      }
+    });
+  }
+
+  /** Forget the proposal and close its diff editor. */
+  private async clear(p: Pending, at?: vscode.Position): Promise<void> {
+    this.detach(p);
+    await this.close(p, at ?? p.doc.positionAt(p.span.start));
+  }
+
+  private detach(p: Pending): void {
+    if (this.pending !== p) {
+      return;
+    }
+    this.pending = undefined;
+    p.frozen = this.textOf(p);
+    if (this.refreshTimer) {
+      clearTimeout(this.refreshTimer);
+      this.refreshTimer = undefined;
     }
     this.updateContext();
     this.lensEmitter.fire();
+  }
+
+  /** Close the proposal's diff editor; if it had the focus, give it back to the document at `at`. */
+  private async close(p: Pending, at: vscode.Position): Promise<void> {
+    try {
+      await p.showing;
+      const tabs = vscode.window.tabGroups.all.flatMap((g) => g.tabs).filter((t) => isProposalTab(t, p));
+      if (tabs.length === 0) {
+        return;
+      }
+      const active = tabs.find((t) => t.isActive && t.group.isActive);
+      await vscode.window.tabGroups.close(tabs);
+      if (active && !p.doc.isClosed) {
+        await vscode.window.showTextDocument(p.doc.uri, { viewColumn: active.group.viewColumn, selection: new vscode.Range(at, at) });
+      }
+    } finally {
+      if (this.pending !== p) {
+        this.proposals.delete(p.proposal.toString());
+      }
+    }
   }
 
   private updateContext(): void {
@@ -298,11 +469,19 @@ export class InlineEditController implements vscode.CodeLensProvider, vscode.Dis
 
   dispose(): void {
     this.pending?.cancel.cancel();
-    this.removed.dispose();
-    this.added.dispose();
-    this.kept.dispose();
+    if (this.refreshTimer) {
+      clearTimeout(this.refreshTimer);
+    }
     for (const d of this.disposables) {
       d.dispose();
     }
   }
+}
+
+function isProposalTab(tab: vscode.Tab, p: Pending): boolean {
+  return tab.input instanceof vscode.TabInputTextDiff && tab.input.modified.toString() === p.proposal.toString();
+}
+
+function eolOf(doc: vscode.TextDocument): "\n" | "\r\n" {
+  return doc.eol === vscode.EndOfLine.CRLF ? "\r\n" : "\n";
 }

@@ -1,8 +1,9 @@
-/** Where to look for the Python that has Ingot installed: the project's .venv, then ingot.pythonPath, then the active Python. */
+/** Where to look for a Python that has Ingot's engine (pure, unit-tested): ingot.pythonPath when set,
+ * else the workspace's .venv, the private environment that "Set up Ingot" made, the active Python, PATH. */
 
 import * as path from "path";
 
-export type CandidateSource = "venv" | "setting" | "active" | "path";
+export type CandidateSource = "setting" | "venv" | "private" | "active" | "path";
 
 export interface Candidate {
   source: CandidateSource;
@@ -12,18 +13,33 @@ export interface Candidate {
 export interface CandidateInputs {
   workspaceFolders: string[];
   configuredPath: string | undefined;
+  /** The python of the private environment in the extension's global storage. */
+  privatePython: string | undefined;
   activePython: string | undefined;
   platform: NodeJS.Platform;
 }
 
+/** The distribution that holds the engine (the PyPI project named `ingot` is someone else's). */
+export const DISTRIBUTION = "ingot-engine";
+
 export function venvPython(folder: string, platform: NodeJS.Platform): string {
-  return platform === "win32"
-    ? path.win32.join(folder, ".venv", "Scripts", "python.exe")
-    : path.posix.join(folder, ".venv", "bin", "python");
+  return platform === "win32" ? path.win32.join(folder, "Scripts", "python.exe") : path.posix.join(folder, "bin", "python");
 }
 
-/** The interpreters to try, in order, without duplicates. */
+export function workspaceVenvPython(folder: string, platform: NodeJS.Platform): string {
+  return venvPython(platform === "win32" ? path.win32.join(folder, ".venv") : path.posix.join(folder, ".venv"), platform);
+}
+
+/**
+ * The interpreters to try, in order, without duplicates. An explicit ingot.pythonPath is the only
+ * candidate: a user who manages their own environment wants to hear that it is broken, not to have
+ * another Python picked behind their back.
+ */
 export function interpreterCandidates(inputs: CandidateInputs): Candidate[] {
+  const configured = inputs.configuredPath?.trim();
+  if (configured) {
+    return [{ source: "setting", command: configured }];
+  }
   const out: Candidate[] = [];
   const seen = new Set<string>();
   const add = (source: CandidateSource, command: string | undefined): void => {
@@ -34,15 +50,16 @@ export function interpreterCandidates(inputs: CandidateInputs): Candidate[] {
     }
   };
   for (const folder of inputs.workspaceFolders) {
-    add("venv", venvPython(folder, inputs.platform));
+    add("venv", workspaceVenvPython(folder, inputs.platform));
   }
-  add("setting", inputs.configuredPath);
+  add("private", inputs.privatePython);
   add("active", inputs.activePython);
   add("path", inputs.platform === "win32" ? "python" : "python3");
   return out;
 }
 
-/** The command that installs Ingot into an interpreter (shown as the fix). */
-export function installHint(python: string): string {
-  return `"${python}" -m pip install ingot`;
+/** The command that installs the bundled engine wheel into `python` (the fix shown for ingot.pythonPath). */
+export function installHint(python: string, wheel: string | undefined): string {
+  const what = wheel ? `"${wheel}[compile]"` : `"${DISTRIBUTION}[compile]"`;
+  return `"${python}" -m pip install ${what}`;
 }

@@ -3,24 +3,70 @@
 import * as crypto from "crypto";
 import * as vscode from "vscode";
 import { WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressReport } from "vscode-languageclient/node";
-import { ModelDeleteRequest, ModelDownloadRequest, ModelInfoRequest, ModelLoadRequest, ModelUnloadRequest } from "./protocol/generated";
+import { ModelDeleteRequest, ModelDownloadRequest, ModelInfo, ModelInfoRequest, ModelLoadRequest, ModelUnloadRequest } from "./protocol/generated";
 import type { Engine } from "./engine";
 import { ModelArg, ModelStore, modelIdOf } from "./models";
-import { restEndpoint } from "./catalog";
+import { requireEngine } from "./statusBar";
+import { isEmbedding, restEndpoint } from "./catalog";
 import { formatBytes, parseTtl } from "./format";
 import { errorMessage } from "./errors";
 
-async function pickModel(store: ModelStore, arg: ModelArg, filter: (cached: boolean, loaded: boolean) => boolean): Promise<string | undefined> {
+/** What a picker says instead of opening empty, and the command that helps (e.g. Download Model). */
+interface EmptyPick {
+  message: string;
+  action?: { title: string; command: string };
+}
+
+/** The model a command acts on: its argument, or the user's pick. Undefined (after saying why) when the engine is not
+ * running or there is nothing to pick. */
+async function pickModel(
+  engine: Engine,
+  store: ModelStore,
+  arg: ModelArg,
+  filter: (cached: boolean, loaded: boolean) => boolean,
+  empty: () => EmptyPick,
+): Promise<string | undefined> {
+  if (!requireEngine(engine)) {
+    return undefined;
+  }
   const id = modelIdOf(arg);
   if (id) {
     return id;
   }
+  if (store.all().length === 0) {
+    await store.refresh();
+  }
   const items = store
     .all()
     .filter((m) => filter(m.cached, m.loaded))
-    .map((m) => ({ label: m.alias, description: m.id, detail: `${m.device} · ${m.runtime} · ${formatBytes(m.sizeBytes)}` }));
-  const pick = await vscode.window.showQuickPick(items, { placeHolder: vscode.l10n.t("Choose a model") });
-  return pick?.description;
+    .map((m) => ({ label: store.label(m), description: `${m.device} · ${m.runtime} · ${formatBytes(m.sizeBytes)}`, detail: m.displayName, id: m.id }));
+  if (items.length === 0) {
+    const { message, action } = empty();
+    const choice = await vscode.window.showInformationMessage(message, ...(action ? [action.title] : []));
+    if (action && choice === action.title) {
+      await vscode.commands.executeCommand(action.command);
+    }
+    return undefined;
+  }
+  const pick = await vscode.window.showQuickPick(items, { placeHolder: vscode.l10n.t("Choose a model"), matchOnDescription: true, matchOnDetail: true });
+  return pick?.id;
+}
+
+/** Model Info pages: read-only virtual Markdown documents, shown in the Markdown preview. */
+class ModelInfoPages implements vscode.TextDocumentContentProvider {
+  static readonly scheme = "ingot-model";
+  private readonly pages = new Map<string, string>();
+  private readonly emitter = new vscode.EventEmitter<vscode.Uri>();
+  readonly onDidChange = this.emitter.event;
+
+  set(uri: vscode.Uri, text: string): void {
+    this.pages.set(uri.toString(), text);
+    this.emitter.fire(uri);
+  }
+
+  provideTextDocumentContent(uri: vscode.Uri): string {
+    return this.pages.get(uri.toString()) ?? "";
+  }
 }
 
 /** Runs a request that reports LSP work-done progress in a cancellable notification. */
@@ -69,27 +115,35 @@ export function registerModelCommands(context: vscode.ExtensionContext, engine: 
     );
   };
 
+  const downloadFirst = (): EmptyPick => ({
+    message: vscode.l10n.t("No model is downloaded yet: download one first."),
+    action: { title: vscode.l10n.t("Download Model"), command: "ingot.model.download" },
+  });
+
   register("ingot.model.download", async (arg) => {
-    const id = await pickModel(store, arg, (cached) => !cached);
+    const id = await pickModel(engine, store, arg, (cached) => !cached, () => ({ message: vscode.l10n.t("Every model in the catalog is downloaded already.") }));
     if (!id) {
       return;
     }
-    const info = await withWorkDone(engine, vscode.l10n.t("Downloading {0}", id), (token, cancel) =>
+    const info = await withWorkDone(engine, vscode.l10n.t("Downloading {0}", store.label(id)), (token, cancel) =>
       engine.request(ModelDownloadRequest, { model: id, workDoneToken: token }, cancel),
     );
     await store.refresh();
-    void vscode.window.showInformationMessage(vscode.l10n.t("{0} is downloaded.", info.id));
+    void vscode.window.showInformationMessage(vscode.l10n.t("{0} is downloaded.", store.label(info.id)));
     return info;
   });
 
   register("ingot.model.load", async (arg, opts) => {
-    const id = await pickModel(store, arg, (cached, loaded) => cached && !loaded);
+    const id = await pickModel(engine, store, arg, (cached, loaded) => cached && !loaded, () =>
+      store.all().some((m) => m.cached) ? { message: vscode.l10n.t("Every downloaded model is loaded already.") } : downloadFirst(),
+    );
     if (!id) {
       return;
     }
+    const name = store.label(id);
     const defaultTtl = vscode.workspace.getConfiguration("ingot").get<number>("defaultTtl", 600);
     const answer = opts.ttl !== undefined ? String(opts.ttl) : await vscode.window.showInputBox({
-      title: vscode.l10n.t("Load {0}", id),
+      title: vscode.l10n.t("Load {0}", name),
       prompt: vscode.l10n.t("Time to live after the last use: seconds, or 10m, 1h; -1 keeps it loaded"),
       value: String(defaultTtl),
       validateInput: (text) => (parseTtl(text) === undefined ? vscode.l10n.t("Enter seconds, a duration like 10m, or -1") : undefined),
@@ -98,33 +152,34 @@ export function registerModelCommands(context: vscode.ExtensionContext, engine: 
       return;
     }
     const ttl = parseTtl(answer);
-    const info = await withWorkDone(engine, vscode.l10n.t("Loading {0}", id), (token, cancel) =>
+    const info = await withWorkDone(engine, vscode.l10n.t("Loading {0}", name), (token, cancel) =>
       engine.request(ModelLoadRequest, { model: id, ttl, workDoneToken: token }, cancel),
     );
     await store.refresh();
-    void vscode.window.showInformationMessage(vscode.l10n.t("{0} is loaded.", info.id));
+    void vscode.window.showInformationMessage(vscode.l10n.t("{0} is loaded.", store.label(info.id)));
     return info;
   });
 
   register("ingot.model.unload", async (arg) => {
-    const id = await pickModel(store, arg, (_cached, loaded) => loaded);
+    const id = await pickModel(engine, store, arg, (_cached, loaded) => loaded, () => ({ message: vscode.l10n.t("No model is loaded.") }));
     if (!id) {
       return;
     }
+    const name = store.label(id);
     const result = await engine.request(ModelUnloadRequest, { model: id });
     await store.refresh();
     void vscode.window.showInformationMessage(
-      result.unloaded ? vscode.l10n.t("{0} is unloaded.", id) : vscode.l10n.t("{0} unloads when its running requests finish.", id),
+      result.unloaded ? vscode.l10n.t("{0} is unloaded.", name) : vscode.l10n.t("{0} unloads when its running requests finish.", name),
     );
   });
 
   register("ingot.model.delete", async (arg, opts) => {
-    const id = await pickModel(store, arg, (cached) => cached);
+    const id = await pickModel(engine, store, arg, (cached) => cached, () => ({ message: vscode.l10n.t("No model is downloaded.") }));
     if (!id) {
       return;
     }
     const yes = vscode.l10n.t("Delete");
-    const choice = opts.confirmed ? yes : await vscode.window.showWarningMessage(vscode.l10n.t("Delete {0} from the cache?", id), { modal: true }, yes);
+    const choice = opts.confirmed ? yes : await vscode.window.showWarningMessage(vscode.l10n.t("Delete {0} from the cache?", store.label(id)), { modal: true }, yes);
     if (choice !== yes) {
       return;
     }
@@ -139,39 +194,55 @@ export function registerModelCommands(context: vscode.ExtensionContext, engine: 
       return;
     }
     const id = modelIdOf(arg);
-    await vscode.env.clipboard.writeText(restEndpoint(url));
+    const model = id ? store.find(id) : undefined;
+    const endpoint = restEndpoint(url, model !== undefined && isEmbedding(model));
+    await vscode.env.clipboard.writeText(endpoint);
     void vscode.window.showInformationMessage(
-      id ? vscode.l10n.t("Copied {0} (model \"{1}\").", restEndpoint(url), id) : vscode.l10n.t("Copied {0}.", restEndpoint(url)),
+      id ? vscode.l10n.t("Copied {0} (model \"{1}\").", endpoint, store.label(id)) : vscode.l10n.t("Copied {0}.", endpoint),
     );
   });
 
+  const pages = new ModelInfoPages();
+  context.subscriptions.push(vscode.workspace.registerTextDocumentContentProvider(ModelInfoPages.scheme, pages));
+
   register("ingot.model.info", async (arg) => {
-    const id = await pickModel(store, arg, () => true);
+    const id = await pickModel(engine, store, arg, () => true, () => ({ message: vscode.l10n.t("The model catalog is empty.") }));
     if (!id) {
       return;
     }
     const m = await engine.request(ModelInfoRequest, { model: id });
-    const lines = [
-      `# ${m.displayName}`,
-      "",
-      m.description ?? "",
-      "",
-      `| | |`,
-      `|---|---|`,
-      `| id | \`${m.id}\` |`,
-      `| alias | \`${m.alias}\` |`,
-      `| publisher | ${m.publisher} |`,
-      `| device | ${m.device} |`,
-      `| runtime | ${m.runtime} |`,
-      `| size | ${formatBytes(m.sizeBytes)} |`,
-      `| context | ${m.contextLength} |`,
-      `| max output | ${m.maxOutputTokens} |`,
-      `| task | ${m.task} |`,
-      `| source | ${m.source} |`,
-      `| fits | ${m.fits ? "yes" : "no"}: ${m.fitReason} |`,
-      `| license | ${m.license}${m.licenseUrl ? ` (${m.licenseUrl})` : ""} |`,
-    ];
-    const doc = await vscode.workspace.openTextDocument({ language: "markdown", content: lines.join("\n") });
-    await vscode.window.showTextDocument(doc, { preview: true });
+    const uri = vscode.Uri.from({ scheme: ModelInfoPages.scheme, path: `/${store.label(m).replace(/[^\w.-]+/g, "-")}.md` });
+    pages.set(uri, modelInfoMarkdown(m));
+    try {
+      await vscode.commands.executeCommand("markdown.showPreview", uri);
+    } catch {
+      // No Markdown preview (the built-in extension disabled): the read-only document itself.
+      await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(uri), { preview: true });
+    }
+    return uri;
   });
+}
+
+function modelInfoMarkdown(m: ModelInfo): string {
+  return [
+    `# ${m.displayName}`,
+    "",
+    m.description ?? "",
+    "",
+    `| | |`,
+    `|---|---|`,
+    `| id | \`${m.id}\` |`,
+    `| alias | \`${m.alias}\` |`,
+    `| publisher | ${m.publisher} |`,
+    `| device | ${m.device} |`,
+    `| runtime | ${m.runtime} |`,
+    `| size | ${formatBytes(m.sizeBytes)} |`,
+    `| context | ${m.contextLength} |`,
+    `| max output | ${m.maxOutputTokens} |`,
+    `| task | ${m.task} |`,
+    `| source | ${m.source} |`,
+    `| fits | ${m.fits ? "yes" : "no"}: ${m.fitReason} |`,
+    `| license | ${m.license}${m.licenseUrl ? ` (${m.licenseUrl})` : ""} |`,
+    "",
+  ].join("\n");
 }

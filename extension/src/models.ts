@@ -3,7 +3,7 @@
 import * as vscode from "vscode";
 import { CatalogListRequest, ModelInfo } from "./protocol/generated";
 import type { Engine } from "./engine";
-import { contextValue, fitBadge, groupCatalog, loadedNames, modelDescription, treeLabel } from "./catalog";
+import { contextValue, fitBadge, groupCatalog, labelOf, loadedNames, modelDescription, modelLabel } from "./catalog";
 import { formatBytes, formatTtl, ttlRemaining } from "./format";
 
 export class ModelStore implements vscode.Disposable {
@@ -53,6 +53,11 @@ export class ModelStore implements vscode.Disposable {
 
   find(id: string): ModelInfo | undefined {
     return this.models.find((m) => m.id === id);
+  }
+
+  /** The one name the views, the status bar, notifications and pickers give a model (see modelLabel). */
+  label(model: ModelInfo | string): string {
+    return typeof model === "string" ? labelOf(model, this.models) : modelLabel(model, this.models);
   }
 
   /** Seconds until the TTL unloads a loaded model, counted down locally; undefined while in use or kept. */
@@ -167,7 +172,7 @@ export class ModelsTree implements vscode.TreeDataProvider<ModelsNode> {
     }
     const m = node.model;
     const fit = fitBadge(m);
-    const item = new vscode.TreeItem(treeLabel(m, this.store.all()), vscode.TreeItemCollapsibleState.None);
+    const item = new vscode.TreeItem(this.store.label(m), vscode.TreeItemCollapsibleState.None);
     item.id = `model:${m.id}`;
     const state = m.loaded ? vscode.l10n.t("loaded") : "";
     const badge = fit.fits ? vscode.l10n.t("fits") : vscode.l10n.t("does not fit: {0}", fit.text);
@@ -206,7 +211,7 @@ export class LoadedTree implements vscode.TreeDataProvider<LoadedNode>, vscode.D
 
   getTreeItem(node: LoadedNode): vscode.TreeItem {
     const m = node.model;
-    const item = new vscode.TreeItem(m.alias, vscode.TreeItemCollapsibleState.None);
+    const item = new vscode.TreeItem(this.store.label(m), vscode.TreeItemCollapsibleState.None);
     item.id = `loaded:${m.id}`;
     const left = this.store.ttlLeft(m);
     const ttl = left === undefined ? vscode.l10n.t("in use") : left < 0 ? vscode.l10n.t("kept") : formatTtl(left);

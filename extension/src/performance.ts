@@ -1,7 +1,8 @@
-/** The performance view: a webview fed by ingot/telemetry/* (history once, then live samples and requests). */
+/** The performance view: a webview fed by ingot/telemetry/* (history once, then live samples and requests). It says
+ * which process it shows: this window's engine, or the engine that owns the Ingot home when this one forwards to it. */
 
 import * as vscode from "vscode";
-import { TelemetryHistoryRequest } from "./protocol/generated";
+import { ServiceReady, TelemetryHistoryRequest } from "./protocol/generated";
 import type { Engine } from "./engine";
 import { webviewHtml } from "./webviewHtml";
 import { escapeHtml } from "./markdown";
@@ -10,6 +11,7 @@ import type { ToPerformance } from "./webview/messages";
 export class PerformancePanel implements vscode.Disposable {
   private panel: vscode.WebviewPanel | undefined;
   private ready = false;
+  private service: ServiceReady | undefined;
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(
@@ -23,8 +25,44 @@ export class PerformancePanel implements vscode.Disposable {
         if (s === "running" && this.panel) {
           void this.sendHistory();
         }
+        if (s !== "running") {
+          this.service = undefined;
+          this.postSource();
+        }
+      }),
+      engine.onServiceReady((ready) => {
+        this.service = ready;
+        this.postSource();
+        // A forwarding engine that took the home over shows its own data from now on.
+        void this.sendHistory();
       }),
     );
+    if (engine.models) {
+      this.disposables.push(engine.models.onDidChange(() => this.postNames()));
+    }
+  }
+
+  /** Which process the charts show, in words. */
+  private sourceText(): string {
+    const s = this.service;
+    if (!s) {
+      return "";
+    }
+    return s.mode === "forwarding"
+      ? vscode.l10n.t("the engine that owns this Ingot home, at {0} (shared with other windows)", s.url)
+      : vscode.l10n.t("this window's engine (process {0})", s.pid);
+  }
+
+  private postSource(): void {
+    this.post({ type: "source", text: this.sourceText() });
+  }
+
+  /** The labels the views give models (the requests table and the loaded list use them). */
+  private postNames(): void {
+    const store = this.engine.models;
+    if (store) {
+      this.post({ type: "names", names: Object.fromEntries(store.all().map((m) => [m.id, store.label(m)])) });
+    }
   }
 
   get isOpen(): boolean {
@@ -53,6 +91,8 @@ export class PerformancePanel implements vscode.Disposable {
     panel.webview.onDidReceiveMessage((msg: unknown) => {
       if (typeof msg === "object" && msg !== null && (msg as { type?: unknown }).type === "ready") {
         this.ready = true;
+        this.postSource();
+        this.postNames();
         void this.sendHistory();
       }
     });
@@ -118,6 +158,7 @@ function performanceBody(): string {
     <h1>${t("Performance")}</h1>
     <span class="meta"><span>${t("Loaded")}:</span> <span id="loaded" role="status"></span></span>
   </header>
+  <p id="source-line" class="meta" hidden><span>${t("Showing")}:</span> <span id="source"></span></p>
   <section id="charts" class="charts" aria-label="${t("Live charts")}"></section>
   <p id="no-gpu" class="meta">${t("No GPU found: GPU charts are hidden.")}</p>
   <section aria-labelledby="requests-title">

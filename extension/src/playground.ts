@@ -2,6 +2,7 @@
 
 import * as crypto from "crypto";
 import * as vscode from "vscode";
+import { isEmbedding } from "./catalog";
 import {
   ConsoleCloseRequest,
   ConsoleOpenRequest,
@@ -13,6 +14,7 @@ import type { Engine } from "./engine";
 import type { ModelStore } from "./models";
 import { escapeHtml, renderMarkdown } from "./markdown";
 import { webviewHtml } from "./webviewHtml";
+import { offerEngineFix } from "./statusBar";
 import { errorMessage, isCancellation } from "./errors";
 import { FromPlayground, ModelChoice, PlaygroundSettings, ToPlayground, isFromPlayground, sameSession, sanitizeSettings } from "./webview/messages";
 
@@ -38,6 +40,10 @@ export class PlaygroundManager implements vscode.Disposable {
 
   /** Open a new playground (beside the others when one is open already). */
   open(opts: { model?: string; prefill?: string } = {}): Playground {
+    if (this.engine.state === "failed" || this.engine.state === "stopped") {
+      // It opens all the same (and fills in once the engine runs), but say why it has no models.
+      void offerEngineFix(this.engine);
+    }
     this.counter += 1;
     const column = this.panels.size > 0 ? vscode.ViewColumn.Beside : vscode.ViewColumn.Active;
     const title = this.counter === 1 ? vscode.l10n.t("Ingot Playground") : vscode.l10n.t("Ingot Playground {0}", this.counter);
@@ -108,8 +114,8 @@ export class Playground {
   private choices(): ModelChoice[] {
     return this.store
       .all()
-      .filter((m) => m.cached)
-      .map((m) => ({ id: m.id, label: `${m.alias} (${m.id})`, loaded: m.loaded }));
+      .filter((m) => m.cached && !isEmbedding(m)) // an embedding model cannot chat
+      .map((m) => ({ id: m.id, label: this.store.label(m), loaded: m.loaded }));
   }
 
   postModels(): void {

@@ -41,6 +41,8 @@ async function openDoc(content: string): Promise<vscode.TextEditor> {
 }
 
 const SAMPLE = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n";
+// The default model's greedy rewrite of add() for this renames it to add_numbers (sub() it leaves as it is).
+const RENAME = "Rename the function to add_numbers.";
 
 type InlineResult = vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined;
 type InlineProvider = { provideInlineCompletionItems(d: vscode.TextDocument, p: vscode.Position, c: vscode.InlineCompletionContext, t: vscode.CancellationToken): Thenable<InlineResult> | InlineResult };
@@ -110,6 +112,21 @@ test("inline completions do not ask the engine while no model is loaded", async 
   assert.deepEqual(items, []);
 });
 
+test("Edit Selection with no model loaded says so and offers Load Model; the document is untouched", async (api) => {
+  const editor = await openDoc(SAMPLE);
+  editor.selection = new vscode.Selection(0, 0, 2, 0);
+  await vscode.commands.executeCommand("ingot.edit.selection", { instruction: RENAME });
+  assert.equal(api.edits.state, "idle");
+  assert.deepEqual(api.edits.lastNotice, {
+    severity: "error",
+    message: "No model is loaded for Edit Selection. Load one, then try again.",
+    actions: ["Load Model"],
+  });
+  assert.equal(proposalTabs().length, 0);
+  assert.equal(editor.document.getText(), SAMPLE);
+  await closeDoc(editor.document);
+});
+
 test("ingot.model.load loads with the given TTL; the Loaded view and the status bar show it", async (api) => {
   const info = (await vscode.commands.executeCommand("ingot.model.load", MODEL, { ttl: 300 })) as { loaded: boolean } | undefined;
   assert.ok(info?.loaded, "load returned the loaded model");
@@ -130,34 +147,134 @@ test("with a model loaded, inline completions ask the engine and return its ghos
   assert.deepEqual(off.items, []);
 });
 
-test("Edit Selection streams a preview below the selection; Accept keeps the rewrite", async (api) => {
+const readDisk = async (uri: vscode.Uri): Promise<string> => Buffer.from(await vscode.workspace.fs.readFile(uri)).toString("utf8");
+
+/** The open diff editors of Ingot's edit proposals. */
+function proposalTabs(): vscode.Tab[] {
+  return vscode.window.tabGroups.all.flatMap((g) => g.tabs).filter((t) => t.input instanceof vscode.TabInputTextDiff && t.input.modified.scheme === "ingot-proposal");
+}
+
+/** The proposal's text once its document has caught up with the controller (it follows a little later)
+ * and satisfies `ok`. */
+async function proposal(api: IngotApi, what: string, ok: (text: string) => boolean): Promise<string> {
+  return until(what, async () => {
+    const uri = api.edits.proposalUri;
+    if (!uri) {
+      return false;
+    }
+    const text = (await vscode.workspace.openTextDocument(uri)).getText();
+    return text === api.edits.proposalText(uri) && ok(text) && text;
+  });
+}
+
+/** Run Edit Selection on `lines` of a new document holding `content`, to the finished proposal. */
+async function proposeEdit(api: IngotApi, content: string, selection: vscode.Selection, instruction: string): Promise<vscode.TextDocument> {
+  const editor = await openDoc(content);
+  editor.selection = selection;
+  await vscode.commands.executeCommand("ingot.edit.selection", { instruction });
+  assert.equal(api.edits.state, "pending", `a proposal (the last message: ${api.edits.lastNotice?.message})`);
+  await until("the diff editor", () => proposalTabs().length === 1);
+  return editor.document;
+}
+
+async function closeDoc(doc: vscode.TextDocument): Promise<void> {
+  await vscode.window.showTextDocument(doc);
+  await vscode.commands.executeCommand("workbench.action.revertAndCloseActiveEditor");
+}
+
+test("Edit Selection previews the rewrite in a diff editor; the document is untouched and a save writes the original", async (api) => {
   const editor = await openDoc(SAMPLE);
+  const doc = editor.document;
   editor.selection = new vscode.Selection(0, 0, 2, 0);
-  const done = vscode.commands.executeCommand("ingot.edit.selection", { instruction: "Rename the function to add_numbers." });
+  const done = vscode.commands.executeCommand("ingot.edit.selection", { instruction: RENAME });
   await until("preview running", () => api.edits.state === "running", 15000);
   await done;
   assert.equal(api.edits.state, "pending");
-  const preview = editor.document.getText();
-  assert.ok(preview.startsWith("def add(a, b):\n    return a + b\n"), "the original stays above the preview");
-  assert.ok(preview.length > SAMPLE.length, "the rewrite is inserted");
-  await vscode.commands.executeCommand("ingot.edit.accept");
-  assert.equal(api.edits.state, "idle");
-  const after = editor.document.getText();
-  assert.ok(!after.startsWith("def add(a, b):\n    return a + b\n"), "the original lines are gone");
-  assert.ok(after.startsWith("def add_numbers(a, b):"), "the greedy rewrite of the default model");
-  assert.ok(after.endsWith("def sub(a, b):\n    return a - b\n"), "the rest of the file is untouched");
-  await vscode.commands.executeCommand("workbench.action.revertAndCloseActiveEditor");
+  await until("the diff editor", () => proposalTabs().length === 1);
+  const text = await proposal(api, "the rewrite in the proposal", (t) => t.startsWith("def add_numbers(a, b):"));
+  assert.ok(text.endsWith("\n\n\ndef sub(a, b):\n    return a - b\n"), "the proposal is the whole file");
+  assert.equal(doc.getText(), SAMPLE, "the preview does not change the document");
+  assert.equal(doc.isDirty, false);
+  assert.ok(await vscode.workspace.saveAll(false));
+  await sleep(1500); // and auto-save, on after a 1 s delay in the browser's VS Code
+  assert.equal(await readDisk(doc.uri), SAMPLE, "a save during the preview writes the original");
+  await closeDoc(doc);
+  await until("the proposal is dropped with its document", () => api.edits.state === "idle" && proposalTabs().length === 0);
 });
 
-test("Reject restores the original text exactly", async (api) => {
-  const editor = await openDoc(SAMPLE);
-  editor.selection = new vscode.Selection(4, 0, 5, 16);
-  await vscode.commands.executeCommand("ingot.edit.selection", { instruction: "Add a docstring." });
-  assert.equal(api.edits.state, "pending");
-  await vscode.commands.executeCommand("ingot.edit.reject");
-  assert.equal(editor.document.getText(), SAMPLE);
-  await vscode.commands.executeCommand("workbench.action.revertAndCloseActiveEditor");
+test("Accept applies the rewrite as one edit: one Undo restores the original exactly", async (api) => {
+  const doc = await proposeEdit(api, SAMPLE, new vscode.Selection(0, 0, 2, 0), RENAME);
+  const text = await proposal(api, "the rewrite in the proposal", (t) => t.startsWith("def add_numbers(a, b):"));
+  await vscode.commands.executeCommand("ingot.edit.accept");
+  assert.equal(api.edits.state, "idle");
+  assert.equal(proposalTabs().length, 0, "the diff editor is closed");
+  assert.equal(doc.getText(), text, "the document is what the proposal showed");
+  assert.equal(vscode.window.activeTextEditor?.document.uri.toString(), doc.uri.toString(), "the document has the focus back");
+  await vscode.commands.executeCommand("undo");
+  assert.equal(doc.getText(), SAMPLE, "one Undo restores the original");
+  await vscode.commands.executeCommand("redo");
+  assert.equal(doc.getText(), text, "and Redo the rewrite");
+  await closeDoc(doc);
 });
+
+test("an edit above the selected lines moves the proposal; Accept applies it where the lines now are", async (api) => {
+  const doc = await proposeEdit(api, SAMPLE, new vscode.Selection(0, 0, 2, 0), RENAME);
+  // At the very start of the selected lines: still outside them.
+  const edit = new vscode.WorkspaceEdit();
+  edit.insert(doc.uri, new vscode.Position(0, 0), "import math\n\n\n");
+  assert.ok(await vscode.workspace.applyEdit(edit));
+  assert.equal(api.edits.state, "pending", "the proposal stays");
+  const text = await proposal(api, "the proposal follows the document", (t) => t.startsWith("import math\n\n\ndef add_numbers(a, b):\n"));
+  assert.ok(text.endsWith(SAMPLE.slice(SAMPLE.indexOf("\n\n\ndef sub"))));
+  await vscode.commands.executeCommand("ingot.edit.accept");
+  assert.equal(doc.getText(), text);
+  await closeDoc(doc);
+});
+
+test("an edit inside the selected lines drops the proposal, and nothing is applied", async (api) => {
+  const doc = await proposeEdit(api, SAMPLE, new vscode.Selection(0, 0, 2, 0), RENAME);
+  const edit = new vscode.WorkspaceEdit();
+  edit.insert(doc.uri, new vscode.Position(1, 4), "# changed\n    ");
+  assert.ok(await vscode.workspace.applyEdit(edit));
+  const edited = doc.getText();
+  await until("dropped", () => api.edits.state === "idle" && proposalTabs().length === 0);
+  assert.match(api.edits.lastNotice?.message ?? "", /proposal was dropped/);
+  await vscode.commands.executeCommand("ingot.edit.accept");
+  assert.equal(doc.getText(), edited, "Accept has nothing to apply");
+  await closeDoc(doc);
+});
+
+test("Reject leaves the document byte-identical and its dirty state as it was", async (api) => {
+  // The browser's VS Code saves after a delay by default: off here, so that the document stays dirty.
+  const files = vscode.workspace.getConfiguration("files");
+  await files.update("autoSave", "off", vscode.ConfigurationTarget.Global);
+  try {
+    await rejectKeepsDirtyDocument(api);
+  } finally {
+    await files.update("autoSave", undefined, vscode.ConfigurationTarget.Global);
+  }
+});
+
+async function rejectKeepsDirtyDocument(api: IngotApi): Promise<void> {
+  const editor = await openDoc(SAMPLE);
+  const doc = editor.document;
+  const scratch = new vscode.WorkspaceEdit();
+  scratch.insert(doc.uri, doc.positionAt(SAMPLE.length), "# scratch\n");
+  assert.ok(await vscode.workspace.applyEdit(scratch));
+  const before = doc.getText();
+  assert.equal(doc.isDirty, true);
+  editor.selection = new vscode.Selection(0, 0, 2, 0);
+  await vscode.commands.executeCommand("ingot.edit.selection", { instruction: RENAME });
+  assert.equal(api.edits.state, "pending");
+  await until("the diff editor", () => proposalTabs().length === 1);
+  await vscode.commands.executeCommand("ingot.edit.reject");
+  assert.equal(api.edits.state, "idle");
+  assert.equal(proposalTabs().length, 0);
+  assert.equal(doc.getText(), before);
+  assert.equal(doc.isDirty, true);
+  assert.equal(await readDisk(doc.uri), SAMPLE);
+  await closeDoc(doc);
+}
 
 test("Cancel (Escape) stops a running edit and leaves the document as it was", async (api) => {
   const editor = await openDoc(SAMPLE);
@@ -168,13 +285,43 @@ test("Cancel (Escape) stops a running edit and leaves the document as it was", a
   await vscode.commands.executeCommand("ingot.edit.cancel");
   await done;
   assert.equal(api.edits.state, "idle");
+  await until("the diff editor is closed", () => proposalTabs().length === 0);
   assert.equal(editor.document.getText(), SAMPLE);
-  await vscode.commands.executeCommand("workbench.action.revertAndCloseActiveEditor");
+  assert.equal(editor.document.isDirty, false);
+  await closeDoc(editor.document);
+});
+
+test("an unchanged rewrite says so and offers no Accept or Reject", async (api) => {
+  const editor = await openDoc(SAMPLE);
+  // The default model's greedy answer to this is sub() as it was.
+  editor.selection = new vscode.Selection(4, 0, 5, 16);
+  await vscode.commands.executeCommand("ingot.edit.selection", { instruction: "Add a docstring." });
+  assert.equal(api.edits.state, "idle");
+  assert.deepEqual(api.edits.lastNotice, { severity: "info", message: "The model suggested no changes.", actions: [] });
+  await until("no diff editor", () => proposalTabs().length === 0);
+  assert.equal(editor.document.getText(), SAMPLE);
+  assert.equal(editor.document.isDirty, false);
+  await closeDoc(editor.document);
+});
+
+test("a selection too long for the model's context says to select less", async (api) => {
+  const long = Array.from({ length: 1500 }, (_, i) => `value_${i} = ${i} * 2 + ${i % 7}\n`).join("");
+  const editor = await openDoc(long);
+  editor.selection = new vscode.Selection(0, 0, 1500, 0);
+  await vscode.commands.executeCommand("ingot.edit.selection", { instruction: "Add comments." });
+  assert.equal(api.edits.state, "idle");
+  assert.deepEqual(api.edits.lastNotice, {
+    severity: "warning",
+    message: "The selection is too long for the model's context. Select fewer lines and try again.",
+    actions: [],
+  });
+  assert.equal(editor.document.getText(), long);
+  await closeDoc(editor.document);
 });
 
 test("playgrounds open side by side; Ask About Selection opens one with the selection", async (api) => {
   await vscode.commands.executeCommand("ingot.playground.open");
-  await vscode.commands.executeCommand("ingot.model.openPlayground", MODEL);
+  await vscode.commands.executeCommand("ingot.playground.open", MODEL);
   await until("two playground tabs", () => webviewTabs("ingot.playground").length >= 2);
   const columns = new Set(webviewTabs("ingot.playground").map((t) => t.group.viewColumn));
   assert.ok(columns.size >= 2, "in different editor groups");
@@ -198,13 +345,16 @@ test("the performance view opens and receives telemetry", async (api) => {
   await vscode.commands.executeCommand("workbench.action.closeAllEditors");
 });
 
-test("Show Info opens the model's details with its license", async () => {
-  await vscode.commands.executeCommand("ingot.model.info", MODEL);
-  const doc = await until("info document", () => vscode.window.activeTextEditor?.document.languageId === "markdown" && vscode.window.activeTextEditor.document);
-  const text = doc.getText();
-  assert.match(text, /SmolLM2-135M-Instruct/);
-  assert.match(text, /license \| Apache-2\.0/);
-  await vscode.commands.executeCommand("workbench.action.revertAndCloseActiveEditor");
+test("Show Info opens the model's details with its license, read-only: nothing asks to be saved", async () => {
+  const uri = (await vscode.commands.executeCommand("ingot.model.info", MODEL)) as vscode.Uri | undefined;
+  assert.ok(uri, "the info page's address");
+  assert.equal(uri.scheme, "ingot-model");
+  const doc = await vscode.workspace.openTextDocument(uri);
+  assert.match(doc.getText(), /SmolLM2-135M-Instruct/);
+  assert.match(doc.getText(), /license \| Apache-2\.0/);
+  await until("the Markdown preview", () => webviewTabs("markdown.preview").length > 0);
+  assert.ok(!vscode.workspace.textDocuments.some((d) => d.isUntitled || d.isDirty), "no untitled or unsaved document");
+  await vscode.commands.executeCommand("workbench.action.closeAllEditors");
 });
 
 test("Copy REST Endpoint puts the OpenAI-compatible URL on the clipboard", async (api) => {
@@ -217,6 +367,7 @@ test("ingot.model.unload unloads it; the status bar says so", async (api) => {
   await vscode.commands.executeCommand("ingot.model.unload", MODEL);
   await until("unloaded", () => !api.store.loaded().some((m) => m.id === MODEL));
   await until("status bar", () => api.status.text.includes("no model loaded"));
+  assert.ok(!api.status.text.includes("tok/s"), `the unloaded model's rate is gone: ${api.status.text}`);
 });
 
 test("the engine restarts by itself after a crash", async (api) => {
@@ -233,6 +384,38 @@ test("Restart Engine restarts it on request", async (api) => {
   const pid = api.engine.pid;
   await vscode.commands.executeCommand("ingot.engine.restart");
   await until("running again", () => api.engine.state === "running" && api.engine.pid !== undefined && api.engine.pid !== pid, 60000);
+});
+
+test("Edit Selection while the engine is stopped says so, with the fix and the log", async (api) => {
+  await api.engine.stop();
+  try {
+    const editor = await openDoc(SAMPLE);
+    editor.selection = new vscode.Selection(0, 0, 2, 0);
+    await vscode.commands.executeCommand("ingot.edit.selection", { instruction: RENAME });
+    assert.equal(api.edits.state, "idle");
+    const notice = api.edits.lastNotice;
+    assert.equal(notice?.message, "The Ingot engine is not running, so it cannot edit. Set it up, or see the log for why.");
+    assert.ok(["Set up Ingot", "Restart Engine"].includes(notice.actions[0]), notice.actions[0]);
+    assert.equal(notice.actions[1], "Show Log");
+    await closeDoc(editor.document);
+  } finally {
+    void api.engine.start();
+    await until("running again", () => api.engine.state === "running", 60000);
+  }
+});
+
+test("with the engine stopped, Load Model says what to do instead of an empty picker; the status bar offers the fix", async (api) => {
+  await api.engine.stop();
+  try {
+    assert.match(api.status.text, /stopped/);
+    const command = api.status.item.command;
+    assert.equal(typeof command === "object" ? command.command : command, "ingot.status.fix", "not the performance view");
+    const result = await Promise.race([vscode.commands.executeCommand("ingot.model.load"), sleep(5000).then(() => "a picker is waiting")]);
+    assert.equal(result, undefined);
+  } finally {
+    void api.engine.start();
+    await until("running again", () => api.engine.state === "running", 60000);
+  }
 });
 
 test("Delete removes the model from the cache", async (api) => {

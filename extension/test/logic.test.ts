@@ -1,10 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Backoff } from "../src/backoff";
-import { contextValue, fitBadge, groupCatalog, loadedNames, modelDescription, restEndpoint, treeLabel } from "../src/catalog";
+import { contextValue, fitBadge, groupCatalog, labelOf, loadedNames, modelDescription, modelLabel, restEndpoint } from "../src/catalog";
 import { formatBytes, formatMs, formatTps, formatTtl, parseTtl, ttlRemaining } from "../src/format";
 import { inlineAllowed } from "../src/inline";
-import { installHint, interpreterCandidates, venvPython } from "../src/interpreter";
 import type { ModelInfo } from "../src/protocol/generated";
 
 function model(over: Partial<ModelInfo>): ModelInfo {
@@ -50,14 +49,26 @@ test("catalog groups downloaded and available, sorted by alias", () => {
   assert.deepEqual(g.available.map((m) => m.id), ["a:1"]);
 });
 
-test("tree labels are aliases, unless two variants share one", () => {
-  const gguf = model({ id: "smol-cpu-gguf:1", alias: "smol" });
-  const int8 = model({ id: "smol-cpu-int8:1", alias: "smol" });
-  const other = model({ id: "phi-cpu-int4:1", alias: "phi" });
-  assert.equal(treeLabel(other, [gguf, int8, other]), "phi");
-  assert.equal(treeLabel(gguf, [gguf, int8, other]), "smol-cpu-gguf");
-  assert.equal(treeLabel(int8, [gguf, int8, other]), "smol-cpu-int8");
-  assert.equal(treeLabel(gguf, [gguf, other]), "smol");
+test("a model has one label: its alias, unless two variants share one", () => {
+  const gguf = model({ id: "smol-cpu-gguf:1", alias: "smol", name: "smol-cpu-gguf" });
+  const int8 = model({ id: "smol-cpu-int8:1", alias: "smol", name: "smol-cpu-int8" });
+  const other = model({ id: "phi-cpu-int4:1", alias: "phi", name: "phi-cpu-int4" });
+  const all = [gguf, int8, other];
+  assert.equal(modelLabel(other, all), "phi");
+  assert.equal(modelLabel(gguf, all), "smol-cpu-gguf");
+  assert.equal(modelLabel(int8, all), "smol-cpu-int8");
+  assert.equal(modelLabel(gguf, [gguf, other]), "smol");
+  // Two versions of one variant: the whole id tells them apart.
+  const v2 = model({ id: "smol-cpu-gguf:2", alias: "smol", name: "smol-cpu-gguf" });
+  assert.equal(modelLabel(gguf, [gguf, v2]), "smol-cpu-gguf:1");
+  assert.equal(modelLabel(v2, [gguf, v2]), "smol-cpu-gguf:2");
+  // A command's argument (id, alias or name) gets the same label; unknown text stays as it is.
+  assert.equal(labelOf("smol-cpu-gguf:1", all), "smol-cpu-gguf");
+  assert.equal(labelOf("phi", all), "phi");
+  assert.equal(labelOf("phi-cpu-int4", all), "phi");
+  assert.equal(labelOf("smol", all), "smol", "an alias two variants share names neither");
+  assert.equal(labelOf("smol", [gguf, other]), "smol");
+  assert.equal(labelOf("nope:1", all), "nope:1");
 });
 
 test("model description, fit badge and context values", () => {
@@ -106,18 +117,4 @@ test("inline completions only when enabled and a model is loaded for them", () =
   assert.equal(inlineAllowed(true, "", ["m:1"]), true);
   assert.equal(inlineAllowed(true, "other", ["m:1", "m"]), false);
   assert.equal(inlineAllowed(true, "m", ["m:1", "m"]), true);
-});
-
-test("interpreter candidates: workspace .venv, then the setting, then the active Python, then PATH", () => {
-  const c = interpreterCandidates({ workspaceFolders: ["/w"], configuredPath: " /opt/py ", activePython: "/w/.venv/bin/python", platform: "linux" });
-  assert.deepEqual(
-    c.map((x) => [x.source, x.command]),
-    [
-      ["venv", "/w/.venv/bin/python"],
-      ["setting", "/opt/py"],
-      ["path", "python3"],
-    ],
-  );
-  assert.equal(venvPython("C:\\w", "win32"), "C:\\w\\.venv\\Scripts\\python.exe");
-  assert.match(installHint("/usr/bin/python3"), /-m pip install/);
 });

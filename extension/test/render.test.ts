@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { escapeHtml, renderMarkdown } from "../src/markdown";
-import { diffLines, editTokenBudget, fullLineSpan, previewText } from "../src/diff";
+import { editTokenBudget, fullLineSpan, previewText } from "../src/diff";
 import { latencyBreakdown, lineChart, niceMax } from "../src/webview/chart";
 import { isFromPlayground, sameSession, sanitizeSettings } from "../src/webview/messages";
 import { contentSecurityPolicy } from "../src/csp";
@@ -25,13 +25,6 @@ test("markdown renders code fences, lists, headings and inline code", () => {
 
 test("an unterminated fence (mid-stream) still renders as code", () => {
   assert.match(renderMarkdown("```js\nlet a"), /<pre><code data-lang="js">let a<\/code><\/pre>/);
-});
-
-test("line diff marks kept and changed lines", () => {
-  const d = diffLines(["a", "b", "c"], ["a", "B", "c", "d"]);
-  assert.deepEqual(d.original, ["same", "changed", "same"]);
-  assert.deepEqual(d.replacement, ["same", "changed", "same", "changed"]);
-  assert.deepEqual(diffLines([], ["x"]).replacement, ["changed"]);
 });
 
 test("preview text drops code fences and trailing newlines while streaming", () => {

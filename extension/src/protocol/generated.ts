@@ -45,7 +45,7 @@ export interface Capabilities {
 export interface CatalogListParams {
   device?: "cpu" | "cuda" | null;
   task?: string | null;
-  /** `onnx-genai`/`onnx` or `vllm`. */
+  /** `onnx-genai`/`onnx`, `vllm`, or `onnxruntime` (embedding models). */
   runtime?: string | null;
   /** @default false */
   cachedOnly?: boolean;
@@ -175,17 +175,58 @@ export interface EditResult {
   generation: GenerationResult;
 }
 
-/** KL(reference || model) of next-token distributions over a fixed ~300-token text. */
+export interface EmbedParams {
+  /** Alias, name or id of an embedding model. */
+  model: string;
+  /** A text, a list of texts, or a list of token arrays (ids of the model's own vocabulary, used as given). */
+  input: string | string[] | number[][];
+  /**
+   * `base64`: each vector as base64 of its float32 little-endian bytes (OpenAI's format), a quarter of the size of the float lists.
+   * @default "float"
+   */
+  encodingFormat?: "float" | "base64";
+  /**
+   * Cut inputs longer than the model takes at its limit instead of refusing them.
+   * @default false
+   */
+  truncate?: boolean;
+  /** Seconds to keep the model loaded after this. */
+  ttl?: number | null;
+}
+
+export interface EmbedResult {
+  model: string;
+  dimensions: number;
+  /** One vector per input, in input order: floats, or base64 strings. */
+  embeddings: number[][] | string[];
+  /** Tokens embedded per input. */
+  tokens: number[];
+  promptTokens: number;
+  telemetry: RequestTelemetry;
+}
+
+/**
+ * How faithful a built model is to its source weights. Chat models (`metric: kl`):
+ * KL(reference || model) of next-token distributions over a fixed ~300-token text. Embedding
+ * models (`metric: cosine`): cosine of their vectors with the torch reference's over fixed
+ * sentences.
+ */
 export interface FidelityResult {
   model: string;
-  meanKl: number;
-  medianKl: number;
-  maxKl: number;
+  /** @default "kl" */
+  metric?: "kl" | "cosine";
+  meanKl?: number | null;
+  medianKl?: number | null;
+  maxKl?: number | null;
   /** Share of positions whose most likely token agrees. */
-  top1Agreement: number;
+  top1Agreement?: number | null;
+  /** The lowest cosine over the sentences. */
+  minCosine?: number | null;
+  meanCosine?: number | null;
+  sentences?: number | null;
   tokens: number;
   seconds: number;
-  /** The mean KL Ingot accepts as faithful. */
+  /** The mean KL (at most) or the lowest cosine (at least) Ingot accepts. */
   target: number;
   meetsTarget: boolean;
 }
@@ -306,11 +347,11 @@ export interface ModelInfo {
   description?: string;
   device: "cpu" | "cuda";
   framework: "onnx" | "vllm";
-  runtime: "onnx-genai" | "vllm";
+  runtime: "onnx-genai" | "vllm" | "onnxruntime";
   /** Where the files come from, e.g. `huggingface:repo@rev/sub`. */
   source: string;
   /** How this machine makes it from its source, if it is not downloaded. */
-  build?: "gguf-to-hf" | "hf-to-onnx" | "gguf-import" | null;
+  build?: "gguf-to-hf" | "hf-to-onnx" | "gguf-import" | "embedding-export" | null;
   sizeBytes: number;
   contextLength: number;
   maxOutputTokens: number;
@@ -594,6 +635,12 @@ export const EditRequest = new RequestType<EditParams, EditResult, void>("ingot/
 export const EditPartialResult = new ProgressType<StreamDelta>();
 
 /**
+ * Embed texts with an embedding model (all-minilm-l6-v2): one L2-normalised vector each.
+ * @see docs/protocol.md, `ingot/embed`.
+ */
+export const EmbedRequest = new RequestType<EmbedParams, EmbedResult, void>("ingot/embed");
+
+/**
  * The hardware profile: CPU, RAM, NVIDIA GPUs and execution providers.
  * @see docs/protocol.md, `ingot/hardware`.
  */
@@ -715,6 +762,7 @@ export const INGOT_METHODS = [
   "ingot/console/reset",
   "ingot/console/send",
   "ingot/edit",
+  "ingot/embed",
   "ingot/hardware",
   "ingot/model/compile",
   "ingot/model/delete",
@@ -743,6 +791,7 @@ export const INGOT_ERROR_CODES = {
   invalid_request: -32010,
   model_not_found: -32011,
   model_not_cached: -32012,
+  wrong_model_task: -32030,
   model_not_loaded: -32013,
   model_does_not_fit: -32014,
   invalid_model_folder: -32015,

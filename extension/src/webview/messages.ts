@@ -46,7 +46,11 @@ export type FromPlayground =
 export type ToPerformance =
   | { type: "history"; samples: TelemetrySample[]; requests: RequestTelemetry[] }
   | { type: "sample"; sample: TelemetrySample }
-  | { type: "request"; request: RequestTelemetry };
+  | { type: "request"; request: RequestTelemetry }
+  /** Which process the data comes from, in words. */
+  | { type: "source"; text: string }
+  /** Model id → the label the views give it. */
+  | { type: "names"; names: Record<string, string> };
 
 /** Performance webview → extension. */
 export type FromPerformance = { type: "ready" };

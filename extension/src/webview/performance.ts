@@ -14,6 +14,8 @@ const REQUESTS = 40;
 
 const samples: TelemetrySample[] = [];
 const requests: RequestTelemetry[] = [];
+let names: Record<string, string> = {};
+const nameOf = (id: string): string => names[id] ?? id;
 
 interface Chart {
   svg: SVGSVGElement;
@@ -131,7 +133,7 @@ function render(): void {
   const loaded = byId("loaded");
   loaded.textContent = last
     ? last.loaded.length
-      ? last.loaded.map((l) => `${l.id} (${l.activeRequests} ${S.active}, ${l.queuedRequests} ${S.queued})`).join(", ")
+      ? last.loaded.map((l) => `${nameOf(l.id)} (${l.activeRequests} ${S.active}, ${l.queuedRequests} ${S.queued})`).join(", ")
       : S.noneLoaded
     : "";
   renderTable();
@@ -145,7 +147,7 @@ function renderTable(): void {
     const row = el("tr");
     const cells = [
       new Date(r.startedAt * 1000).toLocaleTimeString(),
-      r.modelId,
+      nameOf(r.modelId),
       r.kind,
       `${b.queue.toFixed(0)}`,
       `${b.load.toFixed(0)}`,
@@ -199,6 +201,12 @@ window.addEventListener("message", (event: MessageEvent<ToPerformance>) => {
   } else if (msg.type === "request") {
     requests.push(msg.request);
     requests.splice(0, Math.max(0, requests.length - REQUESTS));
+  } else if (msg.type === "source") {
+    byId("source").textContent = msg.text;
+    byId("source-line").hidden = msg.text === "";
+    return;
+  } else if (msg.type === "names") {
+    names = msg.names;
   }
   schedule();
 });

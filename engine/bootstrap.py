@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from engine.cache import ModelCache
 from engine.catalog.catalog import ModelCatalog, RegistrationStore
 from engine.clock import Clock, SystemClock
 from engine.config import EngineConfig
+from engine.distribution import ingot_version
 from engine.events import EventBus, ModelStateEvent
 from engine.hardware import HardwareProfile, probe_hardware
 from engine.provisioning import Compiler, Downloader, Provisioner
 from engine.runtimes.base import Runtime
+from engine.runtimes.onnx_embeddings import OnnxEmbeddingRuntime
 from engine.runtimes.onnx_genai import OnnxGenaiRuntime
 from engine.runtimes.vllm import VllmRuntime
 from engine.selector import RuntimeSelector
 from engine.service import EngineService
 from engine.telemetry import Telemetry
-
-
-def ingot_version() -> str:
-    try:
-        return version("ingot")
-    except PackageNotFoundError:
-        return "0.0.0+local"
 
 
 def cache_root(config: EngineConfig) -> Path:
@@ -46,6 +40,7 @@ def default_runtimes(config: EngineConfig, hardware: HardwareProfile | None) -> 
     caller fixed the hardware profile."""
     return {
         "onnx-genai": OnnxGenaiRuntime(),
+        "onnxruntime": OnnxEmbeddingRuntime(),
         "vllm": VllmRuntime(
             config.vllm_python,
             home=config.home,

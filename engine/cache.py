@@ -19,6 +19,9 @@ from filelock import FileLock, Timeout
 from engine.errors import CacheError
 
 MANIFEST = "ingot-manifest.json"
+# What a cache root holds (see ModelCache); left at a destination by an earlier cache, these are
+# not someone else's content. engine/cache_dest.py checks a destination against the same set.
+CACHE_ENTRIES = frozenset({"models", "partial", ".lock"})
 
 
 @dataclass(frozen=True)
@@ -220,9 +223,7 @@ class ModelCache:
         if dest.is_relative_to(self.root.resolve()):
             raise CacheError(f"Cannot move the cache into itself ({dest}).")
         # Lock files left by an earlier cache at `dest` are not content.
-        if dest.exists() and any(
-            p for p in dest.iterdir() if p.name not in {"models", "partial", ".lock"}
-        ):
+        if dest.exists() and any(p for p in dest.iterdir() if p.name not in CACHE_ENTRIES):
             raise CacheError(
                 f"{dest} is not empty.",
                 hint="Choose an empty or new folder for the cache.",

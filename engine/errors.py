@@ -36,6 +36,13 @@ class ModelNotCached(IngotError):
     kind = "model_not_cached"
 
 
+class WrongModelTask(IngotError):
+    """A chat or completion request to an embedding model, or an embedding request to a chat
+    model."""
+
+    kind = "wrong_model_task"
+
+
 class ModelNotLoaded(IngotError):
     kind = "model_not_loaded"
 

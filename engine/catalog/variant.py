@@ -8,11 +8,16 @@ from typing import Any, Literal
 
 Device = Literal["cpu", "cuda"]
 Framework = Literal["onnx", "vllm"]
-RuntimeName = Literal["onnx-genai", "vllm"]
+RuntimeName = Literal["onnx-genai", "vllm", "onnxruntime"]
 SourceKind = Literal["huggingface", "pypi", "local", "remote", "build"]
 Precision = Literal["int4", "int8", "fp16", "fp32"]
 
 RUNTIME_FOR_FRAMEWORK: dict[str, RuntimeName] = {"onnx": "onnx-genai", "vllm": "vllm"}
+# What a variant does: generate text (chat, completions, edits) or turn text into vectors.
+CHAT_TASK = "chat-completion"
+EMBEDDINGS_TASK = "embeddings"
+# An ONNX embedding model is a plain ONNX graph run by ONNX Runtime, not a GenAI decoder.
+EMBEDDING_RUNTIME: RuntimeName = "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,12 @@ class BuildRecipe:
     - gguf-to-hf: a GGUF file -> a float32 safetensors Hugging Face folder (with tokenizer);
     - hf-to-onnx: a Hugging Face folder -> an ONNX Runtime GenAI folder via the model builder;
     - gguf-import: a GGUF file -> an ONNX Runtime GenAI folder that keeps the GGUF's own
-      quantised blocks (engine.compile.import_gguf; the most faithful, and the smallest).
+      quantised blocks (engine.compile.import_gguf; the most faithful, and the smallest);
+    - embedding-export: a zipped sentence-transformers folder -> an ONNX encoder with its
+      tokenizer and pooling settings (engine.compile.embeddings.build).
     """
 
-    kind: Literal["gguf-to-hf", "hf-to-onnx", "gguf-import"]
+    kind: Literal["gguf-to-hf", "hf-to-onnx", "gguf-import", "embedding-export"]
     precision: Precision = "int8"
     device: Device = "cpu"
     extra_options: dict[str, str] = field(default_factory=dict)
@@ -162,7 +169,7 @@ class ModelVariant:
     size_bytes: int
     context_length: int
     license: str
-    task: str = "chat-completion"
+    task: str = CHAT_TASK
     license_url: str | None = None
     description: str = ""
     max_output_tokens: int = 2048
@@ -185,5 +192,11 @@ class ModelVariant:
         return self.default_context or min(self.context_length, 4096)
 
     @property
+    def is_embedding(self) -> bool:
+        return self.task == EMBEDDINGS_TASK
+
+    @property
     def runtime(self) -> RuntimeName:
+        if self.is_embedding and self.framework == "onnx":
+            return EMBEDDING_RUNTIME
         return RUNTIME_FOR_FRAMEWORK[self.framework]

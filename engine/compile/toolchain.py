@@ -20,7 +20,7 @@ ALL_MODULES = tuple(dict.fromkeys(GGUF_TO_HF_MODULES + HF_TO_ONNX_MODULES))
 PRECISIONS = ("int4", "int8", "bf16", "fp16", "fp32")
 DEVICES = ("cpu", "cuda", "dml", "webgpu", "NvTensorRtRtx")
 
-INSTALL_COMMAND = "pip install 'ingot[compile]'"
+INSTALL_COMMAND = "pip install 'ingot-engine[compile]'"
 
 # find_spec locates a module without executing it, so checking for torch costs milliseconds.
 _PROBE = (

@@ -6,7 +6,7 @@ import threading
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from engine.catalog.variant import ModelVariant
 from engine.generation import GenerationEvent, GenerationRequest
@@ -108,3 +108,28 @@ class Runtime(Protocol):
         threads: int | None,
         progress: ProgressCallback,
     ) -> ModelInstance: ...
+
+
+@dataclass(frozen=True)
+class EmbedOutput:
+    """One vector per input (float32, little-endian bytes) and the tokens each input used."""
+
+    vectors: tuple[bytes, ...]
+    tokens: tuple[int, ...]
+    dimensions: int
+
+
+@runtime_checkable
+class EmbeddingInstance(ModelInstance, Protocol):
+    """A loaded embedding model: inputs are texts or token-id rows of its own vocabulary."""
+
+    dimensions: int
+
+    async def embed(
+        self,
+        *,
+        texts: list[str] | None,
+        tokens: list[list[int]] | None,
+        truncate: bool,
+        halt: HaltFlag,
+    ) -> EmbedOutput: ...

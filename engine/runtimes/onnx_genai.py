@@ -19,8 +19,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
-import psutil
-
 from engine.catalog.variant import ModelVariant
 from engine.errors import GenerationFailed, LoadFailed, RuntimeUnavailable
 from engine.generation import (
@@ -30,13 +28,13 @@ from engine.generation import (
     RuntimeStats,
     TextDelta,
 )
-from engine.progress import Progress, ProgressCallback
+from engine.progress import ProgressCallback
 from engine.runtimes.base import HaltFlag, RuntimeCapabilities
+from engine.runtimes.model_worker import start_model_worker
+from engine.runtimes.onnx_errors import generation_error
 from engine.runtimes.onnx_session import genai_kv_bytes
 from engine.runtimes.worker_process import EXIT, WorkerFailed, WorkerProcess
 
-# The engine package's parent, so `-m engine.runtimes.onnx_worker` imports this very checkout.
-_IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
 # How long a halted generation may take to hand the model back before we stop waiting.
 HALT_GRACE_S = 30.0
 # How long an unload waits for halted generations to report before stopping the worker.
@@ -65,12 +63,6 @@ def concurrent_sequences(variant: ModelVariant, kv_per_token: int) -> int:
         return 1
     per_sequence = kv_per_token * (variant.max_output_tokens + 512)
     return max(1, min(MAX_CONCURRENT, KV_BUDGET_BYTES // per_sequence))
-
-
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
-    return env
 
 
 class OnnxGenaiInstance:
@@ -165,7 +157,7 @@ class OnnxGenaiInstance:
                     # could report: the generation was cancelled, not broken.
                     yield self._stats(self._halted_stats(produced, started), halt)
                     return
-                raise GenerationFailed(str(msg.get("error") or msg.get(EXIT)))
+                raise generation_error(str(msg.get("error") or msg.get(EXIT)), request.constraint)
         finally:
             remove()
             if not ended:
@@ -266,33 +258,16 @@ class OnnxGenaiRuntime:
                 "ONNX Runtime GenAI is not installed in the engine's Python.",
                 hint="pip install onnxruntime-genai (or onnxruntime-genai-cuda for NVIDIA GPUs).",
             )
-        progress(Progress("load", f"Starting a worker for {variant.id}", 0.0))
-        worker = WorkerProcess(
-            [self.python, "-m", "engine.runtimes.onnx_worker"],
-            env=_worker_env(),
-            name=f"model worker for {variant.id}",
-        )
-        await worker.start()
         slots = concurrent_sequences(variant, kv_bytes_per_token(variant, folder))
-        try:
-            progress(Progress("load", f"Loading {variant.id}", 0.1))
-            info = await worker.call(
-                "load",
-                folder=str(folder),
-                device=variant.device,
-                threads=threads or os.cpu_count() or 1,
-                rows=slots,
-            )
-            assert worker.pid is not None
-            memory = psutil.Process(worker.pid).memory_info().rss
-        except (WorkerFailed, psutil.Error) as e:
-            await worker.close()
-            raise LoadFailed(
-                f"ONNX Runtime GenAI could not load {variant.id} from {folder}: {e}",
-                hint="Verify the cache (`ingot cache verify`) or re-download the model.",
-            ) from e
-        except BaseException:
-            await worker.close()
-            raise
-        progress(Progress("load", f"Loaded {variant.id}", 1.0))
+        worker, info, memory = await start_model_worker(
+            [self.python, "-m", "engine.runtimes.onnx_worker"],
+            model_id=variant.id,
+            folder=folder,
+            runtime="ONNX Runtime GenAI",
+            hint="Verify the cache (`ingot cache verify`) or re-download the model.",
+            progress=progress,
+            device=variant.device,
+            threads=threads or os.cpu_count() or 1,
+            rows=slots,
+        )
         return OnnxGenaiInstance(variant, worker, int(info["contextLength"]), memory, slots)

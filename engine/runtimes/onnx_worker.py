@@ -36,6 +36,7 @@ from engine.runtimes.onnx_session import (
     Sequence,
     reuse_key,
 )
+from engine.runtimes.worker_stdio import serve_stdio
 from engine.scheduler import PRIORITY_CHAT, PRIORITY_INTERACTIVE
 
 
@@ -374,20 +375,7 @@ class Worker:
 
 
 def main() -> None:
-    # The wire is a private copy of stdout; fd 1 itself then points at stderr, so a stray print
-    # or a native library writing to stdout can never corrupt the protocol.
-    wire = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    worker = Worker(wire)
-    for line in sys.stdin:
-        if line.strip():
-            worker.handle(json.loads(line))
-    # The engine closed the pipe (unload, or the engine died): stop at once. os._exit skips
-    # interpreter teardown, which could wait on a token loop still inside the runtime.
-    worker.close()
-    wire.flush()
-    os._exit(0)
+    serve_stdio(Worker)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ class ModelInfo(WireModel):
     description: str = ""
     device: Literal["cpu", "cuda"]
     framework: Literal["onnx", "vllm"]
-    runtime: Literal["onnx-genai", "vllm"]
+    runtime: Literal["onnx-genai", "vllm", "onnxruntime"]
     source: str = Field(description="Where the files come from, e.g. `huggingface:repo@rev/sub`.")
-    build: Literal["gguf-to-hf", "hf-to-onnx", "gguf-import"] | None = Field(
+    build: Literal["gguf-to-hf", "hf-to-onnx", "gguf-import", "embedding-export"] | None = Field(
         None, description="How this machine makes it from its source, if it is not downloaded."
     )
     size_bytes: int
@@ -72,7 +72,9 @@ class ModelInfo(WireModel):
 class CatalogListParams(WireModel):
     device: Literal["cpu", "cuda"] | None = None
     task: str | None = None
-    runtime: str | None = Field(None, description="`onnx-genai`/`onnx` or `vllm`.")
+    runtime: str | None = Field(
+        None, description="`onnx-genai`/`onnx`, `vllm`, or `onnxruntime` (embedding models)."
+    )
     cached_only: bool = False
     fits_only: bool = False
     include_all: bool = Field(False, description="Also variants this hardware cannot run.")
@@ -146,16 +148,27 @@ class ModelVerifyParams(WireModel):
 
 
 class FidelityResult(WireModel):
-    """KL(reference || model) of next-token distributions over a fixed ~300-token text."""
+    """How faithful a built model is to its source weights. Chat models (`metric: kl`):
+    KL(reference || model) of next-token distributions over a fixed ~300-token text. Embedding
+    models (`metric: cosine`): cosine of their vectors with the torch reference's over fixed
+    sentences."""
 
     model: str
-    mean_kl: float
-    median_kl: float
-    max_kl: float
-    top1_agreement: float = Field(description="Share of positions whose most likely token agrees.")
+    metric: Literal["kl", "cosine"] = "kl"
+    mean_kl: float | None = None
+    median_kl: float | None = None
+    max_kl: float | None = None
+    top1_agreement: float | None = Field(
+        None, description="Share of positions whose most likely token agrees."
+    )
+    min_cosine: float | None = Field(None, description="The lowest cosine over the sentences.")
+    mean_cosine: float | None = None
+    sentences: int | None = None
     tokens: int
     seconds: float
-    target: float = Field(description="The mean KL Ingot accepts as faithful.")
+    target: float = Field(
+        description="The mean KL (at most) or the lowest cosine (at least) Ingot accepts."
+    )
     meets_target: bool
 
 

@@ -11,6 +11,7 @@ from engine.errors import IngotError
 
 if TYPE_CHECKING:
     from protocol.jsonrpc import models as m
+    from protocol.jsonrpc.embeddings import EmbedParams, EmbedResult
     from protocol.jsonrpc.service import ServiceStatus
 
 
@@ -151,6 +152,10 @@ class EngineClient(abc.ABC):
     @abc.abstractmethod
     async def chat(self, turn: ChatTurn, on_text: TextSink) -> ChatOutcome:
         """Stream the answer's text to `on_text`; cancelling the calling task stops generation."""
+
+    @abc.abstractmethod
+    async def embed(self, params: EmbedParams) -> EmbedResult:
+        """Vectors from an embedding model (`ingot/embed`'s params and result)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -24,6 +24,7 @@ from server.cli.client import (
 
 if TYPE_CHECKING:
     from protocol.jsonrpc import models as m
+    from protocol.jsonrpc.embeddings import EmbedParams, EmbedResult
     from protocol.jsonrpc.service import ServiceStatus
 
 M = TypeVar("M", bound=BaseModel)
@@ -252,6 +253,11 @@ class HttpClient(EngineClient):
 
         body = {"model": model} if model else {}
         return await self._post(m.CacheVerifyResult, f"{API}/cache/verify", body)
+
+    async def embed(self, params: EmbedParams) -> EmbedResult:
+        from protocol.jsonrpc.embeddings import EmbedResult
+
+        return await self._post(EmbedResult, "/ingot/v1/embed", params.dump())
 
     async def hardware(self) -> m.HardwareResult:
         from protocol.jsonrpc import models as m

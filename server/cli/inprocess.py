@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from engine.progress import Progress
     from engine.service import EngineService
     from protocol.jsonrpc import models as m
+    from protocol.jsonrpc.embeddings import EmbedParams, EmbedResult
     from protocol.jsonrpc.service import ServiceStatus
 
 
@@ -176,6 +177,12 @@ class InProcessClient(EngineClient):
         report = await self.service.cache_verify(model)
         problems = {k: v for k, v in report.items() if v}
         return m.CacheVerifyResult(ok=not problems, problems=report)
+
+    async def embed(self, params: EmbedParams) -> EmbedResult:
+        from server import embeddings
+
+        result = await self.service.embed(embeddings.from_rpc(params))
+        return embeddings.rpc_result(result, params.encoding_format)
 
     async def hardware(self) -> m.HardwareResult:
         from server import translate

@@ -35,12 +35,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from engine.distribution import ingot_version
 
-    try:
-        return version("ingot")
-    except PackageNotFoundError:
-        return "0.0.0+local"
+    return ingot_version()
 
 
 def _cmd(p: argparse.ArgumentParser, target: str) -> None:
@@ -77,7 +74,7 @@ def _model_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="device=cpu|cuda, task=chat, runtime=onnx|vllm (several may be given)",
+        help="device=cpu|cuda, task=chat|embeddings, runtime=onnx|vllm (several may be given)",
     )
     p.add_argument("--all", action="store_true", help="also variants this hardware cannot run")
     p.add_argument("--cached", action="store_true", help="only downloaded models")
@@ -222,6 +219,17 @@ def _other_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--lines", type=int, default=50, help="lines from the end (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     _cmd(p, "service_cmd:logs")
+
+    p = sub.add_parser("embed", parents=[common], help="embed texts with an embedding model")
+    p.add_argument("model", help="an embedding model, e.g. all-minilm-l6-v2")
+    p.add_argument("text", nargs="*", help="texts to embed (default: one per line on stdin)")
+    p.add_argument(
+        "--truncate", action="store_true", help="cut texts at the model's limit instead of failing"
+    )
+    p.add_argument("--base64", action="store_true", help="print each vector as base64 float32")
+    p.add_argument("--ttl", type=_float, metavar="SECONDS", help="keep-alive in the service")
+    _json_opt(p)
+    _cmd(p, "embed_cmd:embed")
 
     p = sub.add_parser("hardware", parents=[common], help="this machine, and what runs on it")
     _json_opt(p)

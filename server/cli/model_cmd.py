@@ -36,7 +36,7 @@ def parse_filters(items: list[str]) -> dict[str, str]:
         if not sep or key not in FILTER_KEYS or not value:
             raise CliError(
                 f"'{item}' is not a filter.",
-                hint="Use device=cpu|cuda, task=chat or runtime=onnx|vllm.",
+                hint="Use device=cpu|cuda, task=chat|embeddings or runtime=onnx|vllm.",
                 exit_code=2,
             )
         out[key] = value
@@ -381,9 +381,19 @@ def verify_model(ctx: CliContext, args: argparse.Namespace) -> int:
         print_json(res)
         return 0 if res.meets_target else 1
     verdict = "meets" if res.meets_target else "MISSES"
+    if res.metric == "cosine":
+        say(
+            f"{res.model}: lowest cosine with the reference {res.min_cosine:.6f} "
+            f"({verdict} the target of {res.target})"
+        )
+        say(
+            f"mean cosine {res.mean_cosine:.6f} over {res.sentences} sentences, "
+            f"{res.tokens} tokens ({res.seconds:.0f} s)"
+        )
+        return 0 if res.meets_target else 1
     say(f"{res.model}: mean KL {res.mean_kl:.4f} ({verdict} the target of {res.target})")
     say(
         f"median KL {res.median_kl:.4f}, max {res.max_kl:.3f}, top-1 agreement "
-        f"{res.top1_agreement * 100:.1f} % over {res.tokens} tokens ({res.seconds:.0f} s)"
+        f"{(res.top1_agreement or 0) * 100:.1f} % over {res.tokens} tokens ({res.seconds:.0f} s)"
     )
     return 0 if res.meets_target else 1

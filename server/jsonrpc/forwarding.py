@@ -1,12 +1,14 @@
 """Forwarding: a second engine on the same Ingot home sends its editor's requests to the engine or
 service that owns the home (over its REST API), so models are never loaded twice. Requests carry
 the API key (INGOT_API_KEY) when there is one; an owner that refuses connections raises
-`OwnerUnreachable` so the engine can take the home over."""
+`OwnerUnreachable` so the engine can take the home over. The owner's live events (model state,
+telemetry samples, request records) are read from its event stream, so that the editor behind a
+forwarding engine sees the process that runs its models."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +27,7 @@ def _model(params: dict[str, Any]) -> str:
 # method -> (HTTP method, path builder, body builder); bodies are the JSON-RPC params themselves.
 ROUTES: dict[str, tuple[str, Callable[[dict[str, Any]], str], Callable[[dict[str, Any]], Any]]] = {
     "ingot/catalog/list": ("GET", lambda p: f"{P}/catalog", lambda p: None),
+    "ingot/embed": ("POST", lambda p: f"{P}/embed", lambda p: p),
     "ingot/model/info": ("GET", lambda p: f"{P}/models/{_model(p)}", lambda p: None),
     "ingot/model/load": (
         "POST",
@@ -121,6 +124,19 @@ class Forwarder:
         except aiohttp.ClientError as e:
             raise self._unreachable(e) from e
         raise RpcError(-32000, "The owning engine closed the stream without a result.")
+
+    async def events(self) -> AsyncGenerator[tuple[str, Any]]:
+        """The owner's live event stream (`/ingot/v1/events`): ("state" | "sample" | "request",
+        camelCase data) until the owner closes it. Close the iterator when done with it
+        (`contextlib.aclosing`), which ends the connection."""
+        try:
+            async with self.session.get(self.url + f"{P}/events") as r:
+                if r.status >= 400:
+                    raise _error(r.status, await r.json(content_type=None))
+                async for item in _sse(r.content):
+                    yield item
+        except aiohttp.ClientError as e:
+            raise self._unreachable(e) from e
 
     async def call_status(self) -> Any:
         try:

@@ -14,6 +14,8 @@ from server.jsonrpc.handlers import register_all
 from server.jsonrpc.server import IngotServer
 from server.jsonrpc.transport import StdoutWriter, read_messages
 
+log = logging.getLogger("ingot.jsonrpc")
+
 METHODS_NOTE = "Ingot methods are listed in capabilities.experimental.ingot.methods."
 
 
@@ -45,6 +47,11 @@ async def serve(server: IngotServer, wire: Any) -> int:
     await asyncio.wait({reader, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
     reader.cancel()
     exit_wait.cancel()
+    if reader.done() and not reader.cancelled() and (failure := reader.exception()) is not None:
+        # The reader must never end the engine as if the client had left (exit 0): the client
+        # would not restart it and could not tell why its requests go unanswered.
+        log.error("the stdin reader failed; exiting", exc_info=failure)
+        server.protocol.exit_code = server.protocol.exit_code or 1
     await server.close()
     code = server.protocol.exit_code
     # End of input without `exit`: the client went away; that is a clean exit.

@@ -16,8 +16,9 @@ from lsprotocol import types
 from pydantic import BaseModel, ValidationError
 from pygls.lsp.server import LanguageServer
 
-from engine.bootstrap import build_engine, ingot_version
+from engine.bootstrap import build_engine
 from engine.config import EngineConfig
+from engine.distribution import ingot_version
 from engine.events import ModelStateEvent
 from engine.service import EngineService
 from protocol.jsonrpc.service import InitializationOptions

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from engine.service import EngineService
+from server.rest.embedding_routes import EmbeddingRoutes
 from server.rest.errors import error_middleware
 from server.rest.foundry_routes import FoundryRoutes
 from server.rest.ingot_routes import IngotRoutes
@@ -77,6 +78,7 @@ def create_app(
     app.router.add_get("/health", _health(info))
     app.router.add_get("/metrics", metrics.handle)
     OpenAIRoutes(service, settings).add_to(app.router)
+    EmbeddingRoutes(service, settings).add_to(app.router)
     FoundryRoutes(service, settings, info).add_to(app.router)
     ingot.add_to(app.router)
     NativeRoutes(service, settings).add_to(app.router)

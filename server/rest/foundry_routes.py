@@ -22,7 +22,7 @@ from engine.service import EngineService
 from engine.views import ModelView
 from protocol import openai as oa
 from server.rest.errors import bad_request
-from server.rest.security import read_json
+from server.rest.security import changes_state, read_json
 from server.rest.settings import RestSettings, ServerInfo
 from server.rest.sse import CLIENT_GONE
 
@@ -135,6 +135,7 @@ class FoundryRoutes:
             raise InvalidRequest(f"{v.alias} has no {device} variant.", param="ep")
         return self.service.resolve(same[0].id)
 
+    @changes_state
     async def load(self, request: web.Request) -> web.Response:
         ttl_text = request.query.get("ttl")
         try:
@@ -147,11 +148,13 @@ class FoundryRoutes:
         view = await self.service.load(v.id, ttl_s=ttl)
         return web.json_response({"model": view.variant.id, "loaded": view.loaded})
 
+    @changes_state
     async def unload(self, request: web.Request) -> web.Response:
         v = self.service.resolve(request.match_info["model"])
         gone = await self.service.unload(v.id, force=_flag(request, "force"))
         return web.json_response({"model": v.id, "unloaded": gone})
 
+    @changes_state
     async def unload_all(self, request: web.Request) -> web.Response:
         ids = [e.variant.id for e in self.service.loader.loaded()]
         for vid in ids:

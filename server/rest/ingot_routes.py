@@ -53,6 +53,16 @@ def _bool(request: web.Request, name: str) -> bool | None:
     raise bad_request(f"{name} must be true or false.", param=name)
 
 
+def _local_path(value: str, param: str) -> str:
+    """A path from the body, refused with a 400 before it reaches the file system when no file
+    could have that name (the OS would raise ValueError deep inside the operation)."""
+    if "\x00" in value:
+        raise bad_request(
+            f"{param} contains a NUL character; give the path of a file.", param=param
+        )
+    return value
+
+
 def progress_data(p: Progress) -> dict[str, Any]:
     return {
         "stage": p.stage,
@@ -149,10 +159,11 @@ class IngotRoutes:
 
     async def compile(self, request: web.Request) -> web.StreamResponse:
         p = m.ModelCompileParams.model_validate(await read_json(request, limit=self._limit))
+        source = _local_path(p.source, "source")  # a 400 before the stream starts
 
         def run(progress: ProgressCallback, cancel: CancelToken) -> Awaitable[ModelView]:
             return self.service.compile(
-                p.source,
+                source,
                 precision=p.precision,
                 device=p.device,
                 name=p.name,
@@ -164,11 +175,10 @@ class IngotRoutes:
 
     async def import_gguf(self, request: web.Request) -> web.StreamResponse:
         p = m.ModelImportParams.model_validate(await read_json(request, limit=self._limit))
+        path = Path(_local_path(p.path, "path"))  # a 400 before the stream starts
 
         def run(progress: ProgressCallback, cancel: CancelToken) -> Awaitable[ModelView]:
-            return self.service.import_gguf(
-                Path(p.path), name=p.name, progress=progress, cancel=cancel
-            )
+            return self.service.import_gguf(path, name=p.name, progress=progress, cancel=cancel)
 
         return await self._operation(request, run, None)
 

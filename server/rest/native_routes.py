@@ -21,6 +21,7 @@ from engine.service import EngineService
 from protocol.jsonrpc import generation as g
 from server import translate
 from server.rest.errors import to_api_error
+from server.rest.limits import P, check_native, rest_priority
 from server.rest.security import read_json
 from server.rest.settings import RestSettings
 from server.rest.sse import CLIENT_GONE, SseStream
@@ -45,7 +46,7 @@ class NativeRoutes:
         # The same guarded reader as every other route: size limit, depth, surrogates, and an
         # OpenAI-shaped 400 that names the problem (pydantic errors become 400s in errors.py).
         body = await read_json(request, limit=self.settings.max_body_bytes)
-        return model.model_validate(body)
+        return self._limited(model.model_validate(body))
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         p = await self._params(request, g.ChatParams)
@@ -54,6 +55,10 @@ class NativeRoutes:
     async def complete(self, request: web.Request) -> web.StreamResponse:
         p = await self._params(request, g.CompleteParams)
         return await self._stream(request, self.service.complete(translate.completion_request(p)))
+
+    def _limited(self, p: P) -> P:
+        check_native(p, self.settings.max_tokens_limit)
+        return rest_priority(p, trusted=bool(self.settings.api_key))
 
     async def _stream(
         self, request: web.Request, events: AsyncIterator[GenerationStreamEvent]

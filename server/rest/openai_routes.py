@@ -23,6 +23,7 @@ from engine.requests import CompletionRequest as EngineCompletion
 from engine.service import EngineService
 from protocol import openai as oa
 from server.rest.errors import ApiError, bad_request, sse_error_data
+from server.rest.limits import check_max_tokens, check_stop
 from server.rest.security import read_json
 from server.rest.settings import RestSettings
 from server.rest.sse import CLIENT_GONE, SseStream
@@ -56,6 +57,7 @@ def _sampling(req: oa._Generation, max_tokens: int | None) -> SamplingParams:
         temperature, top_p = 0.0, None
     seed = req.seed if req.seed is not None else req.random_seed
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    check_stop(stop)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=temperature,
@@ -241,13 +243,7 @@ class OpenAIRoutes:
                     param="max_completion_tokens",
                 )
             n = req.max_completion_tokens
-        limit = self.settings.max_tokens_limit
-        if n is not None and n > limit:
-            raise bad_request(
-                f"max_tokens is {n}; this server allows at most {limit}.",
-                param="max_tokens",
-                code="max_tokens_too_large",
-            )
+        check_max_tokens(n, self.settings.max_tokens_limit)
         return n
 
     # -- chat ----------------------------------------------------------------------------------

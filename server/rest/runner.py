@@ -11,6 +11,7 @@ from aiohttp import web
 
 from engine.service import EngineService
 from server.rest.app import GUARD, INFO, create_app
+from server.rest.http_server import IngotAppRunner
 from server.rest.settings import RestSettings, ServerInfo
 
 log = logging.getLogger("ingot.rest")
@@ -69,12 +70,14 @@ async def start_rest_server(
         guard.allow_host(settings.host)
     # "localhost" can resolve to two addresses, which with port 0 would get two different ports.
     bind = "127.0.0.1" if settings.host == "localhost" else settings.host
-    runner = web.AppRunner(
+    runner = IngotAppRunner(
         app,
         # A client that disconnects cancels its handler, and with it the generation.
         handler_cancellation=True,
         access_log_format=ACCESS_LOG_FORMAT,
         shutdown_timeout=settings.shutdown_timeout_s,
+        max_connections=settings.max_connections,
+        read_timeout_s=settings.read_timeout_s,
     )
     await runner.setup()
     try:

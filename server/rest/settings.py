@@ -45,6 +45,11 @@ class RestSettings:
     max_tokens_limit: int = 32_768
     # Seconds in-flight requests get to finish when the server stops.
     shutdown_timeout_s: float = 5.0
+    # Seconds a client gets to send a request's headers, or its body, and that an idle keep-alive
+    # connection stays open: a slow or silent client cannot hold a connection for long.
+    read_timeout_s: float = 30.0
+    # Open connections at once; more are answered 503 and closed.
+    max_connections: int = 256
 
     def check(self) -> None:
         """Refuse settings that would expose the engine without protection."""
@@ -57,6 +62,8 @@ class RestSettings:
             )
         if self.max_body_bytes < 1024 or self.max_tokens_limit < 1:
             raise ValueError("max_body_bytes must be at least 1024 and max_tokens_limit >= 1.")
+        if self.read_timeout_s <= 0 or self.max_connections < 1:
+            raise ValueError("read_timeout_s must be positive and max_connections at least 1.")
 
     def with_overrides(self, **changes: Any) -> RestSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -78,6 +85,10 @@ class RestSettings:
             env["max_body_bytes"] = int(v)
         if v := os.environ.get("INGOT_MAX_TOKENS_LIMIT"):
             env["max_tokens_limit"] = int(v)
+        if v := os.environ.get("INGOT_READ_TIMEOUT_S"):
+            env["read_timeout_s"] = float(v)
+        if v := os.environ.get("INGOT_MAX_CONNECTIONS"):
+            env["max_connections"] = int(v)
         return RestSettings().with_overrides(**env).with_overrides(**overrides)
 
 

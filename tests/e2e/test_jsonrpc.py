@@ -207,6 +207,33 @@ async def test_inline_completion_and_edit(seeded_home: Path) -> None:
             )
         )
         assert got is not None and len(got.items) == 1 and str(got.items[0].insert_text).strip()
+        # Typing at the end of a line (issue #13): the suggestion finishes that line only, and
+        # neither says the line again nor repeats the function above.
+        typed = (
+            'def greet(name: str) -> str:\n    return f"Hello, {name}!"\n\n\n'
+            "def fahrenheit(celsius: float) -> float:\n    return celsius * 9 / 5"
+        )
+        uri2 = "file:///tmp/convert.py"
+        c.lsp.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri2, language_id="python", version=1, text=typed + "\n"
+                )
+            )
+        )
+        mid = await c.lsp.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri2),
+                position=types.Position(line=5, character=len("    return celsius * 9 / 5")),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                ),
+            )
+        )
+        assert mid is not None and len(mid.items) == 1
+        line = str(mid.items[0].insert_text)
+        assert line.strip() and "\n" not in line
+        assert "celsius * 9" not in line and "greet" not in line and "def " not in line
         edit = await c.request(
             "ingot/edit",
             {
@@ -223,6 +250,54 @@ async def test_inline_completion_and_edit(seeded_home: Path) -> None:
         )
         assert edit["original"] == "def add(a, b):\n    return a + b"
         assert edit["text"].strip() and "".join(d["text"] for d in c.partials["e1"]).strip()
+
+        # Only open documents are served (issue #14): a URI the editor never opened is not read
+        # from disk (an unbounded /dev/zero would hang the engine), and a %-encoded URI of an open
+        # document is that document.
+        unopened = await asyncio.wait_for(
+            c.lsp.text_document_inline_completion_async(
+                types.InlineCompletionParams(
+                    text_document=types.TextDocumentIdentifier(uri="file:///dev/zero"),
+                    position=types.Position(line=0, character=0),
+                    context=types.InlineCompletionContext(
+                        trigger_kind=types.InlineCompletionTriggerKind.Invoked
+                    ),
+                )
+            ),
+            timeout=30,
+        )
+        assert unopened is not None and list(unopened.items) == []
+        with pytest.raises(JsonRpcException, match="is not open"):
+            await c.request(
+                "ingot/edit",
+                {
+                    "uri": "file:///etc/hostname",
+                    "range": {
+                        "start": {"line": 0, "character": 0},
+                        "end": {"line": 0, "character": 1},
+                    },
+                    "instruction": "Shout.",
+                },
+            )
+        encoded = "file:///tmp/my%20notes.py"
+        c.lsp.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=encoded, language_id="python", version=1, text="x = 1\n"
+                )
+            )
+        )
+        again = await c.request(
+            "ingot/edit",
+            {
+                "uri": encoded,
+                "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 5}},
+                "instruction": "Rename x to y.",
+                "maxTokens": 8,
+                "temperature": 0,
+            },
+        )
+        assert again["original"] == "x = 1" and again["uri"] == encoded
 
 
 async def test_telemetry_subscription(seeded_home: Path) -> None:
@@ -262,3 +337,38 @@ async def test_second_engine_on_same_home_forwards(seeded_home: Path) -> None:
                 await second.request("ingot/model/info", {"model": "no-such-model"})
             assert e.value.code == -32011
         assert read_state(seeded_home) is not None  # the second one left the owner's state alone
+
+
+async def test_forwarding_engine_relays_the_owners_telemetry(seeded_home: Path) -> None:
+    async with engine(seeded_home) as first:
+        await first.wait_for("ingot/serviceReady")
+        await first.request("ingot/model/load", {"model": MODEL, "ttl": 120})
+        async with engine(seeded_home) as second:
+            assert (await second.wait_for("ingot/serviceReady"))["mode"] == "forwarding"
+            await second.request("ingot/telemetry/subscribe", {"intervalMs": 200})
+            # Nothing is loaded in the forwarding process: a sample that shows the model, with
+            # the owner's memory, is the owner's.
+            sample = await second.wait_for("ingot/telemetry/sample", lambda x: x["loaded"])
+            assert [m["id"] for m in sample["loaded"]] == [DEFAULT_ONNX_ID]
+            assert (await second.request("ingot/service/status"))["loaded"] == []
+            owner = await first.request("ingot/telemetry/history")
+            assert sample["at"] in {x["at"] for x in owner["samples"]}
+            assert not any(not x["loaded"] for x in second.seen("ingot/telemetry/sample"))
+            # A request forwarded to the owner comes back as its record.
+            res = await second.request(
+                "ingot/chat", {"model": MODEL, "messages": HELLO, "maxTokens": 4}
+            )
+            rec = await second.wait_for("ingot/telemetry/request")
+            assert rec["kind"] == "chat" and rec["modelId"] == DEFAULT_ONNX_ID
+            assert rec["completionTokens"] == res["usage"]["completionTokens"]
+            assert rec["requestId"] in {
+                r["requestId"] for r in (await first.request("ingot/telemetry/history"))["requests"]
+            }
+            # A model unloaded at the owner: the forwarding engine's editor hears of it too.
+            await first.request("ingot/model/unload", {"model": MODEL})
+            await second.wait_for(
+                "ingot/model/stateChanged", lambda e: e["state"] == "unloaded", timeout=10
+            )
+            await second.wait_for("ingot/telemetry/sample", lambda x: not x["loaded"], timeout=10)
+            hist = await second.request("ingot/telemetry/history")
+            assert rec["requestId"] in {r["requestId"] for r in hist["requests"]}

@@ -1,6 +1,6 @@
 // Shared harness of the extension's browser tests: code-server (a real VS Code) in Debian's chromium.
 import { spawn, execFile } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
@@ -28,20 +28,6 @@ export function freePort() {
     });
     s.on("error", rej);
   });
-}
-
-/** Start the fixture (python tests/extension/fixture.py ...): returns its JSON and the child. */
-export async function startHub(root, throttleBps) {
-  const out = join(root, "hub.json");
-  const extra = throttleBps ? ["--throttle-bps", String(throttleBps)] : [];
-  const child = spawn(PYTHON, [join(REPO, "tests/extension/fixture.py"), "hub", "--out", out, ...extra], { stdio: ["pipe", "pipe", "inherit"], cwd: REPO });
-  const deadline = Date.now() + 180_000;
-  while (!existsSync(out)) {
-    if (child.exitCode !== null) throw new Error(`fixture hub exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error("fixture hub did not start");
-    await sleep(200);
-  }
-  return { info: JSON.parse(readFileSync(out, "utf8")), stop: () => child.stdin.end() };
 }
 
 export async function seedHome(home) {
@@ -83,10 +69,21 @@ export function writeSettings(root, settings) {
   );
 }
 
-function env(root, extra) {
+/** PATH without this checkout's folders (its .venv/bin has the engine): what a new user's shell has. */
+export function pathWithoutCheckout() {
+  return (process.env.PATH ?? "").split(":").filter((p) => p && !resolve(p).startsWith(REPO)).join(":");
+}
+
+function env(root, extra, { fresh = false } = {}) {
+  const base = { ...process.env };
+  if (fresh) {
+    // A new user's environment: nothing of this checkout's Python on PATH or sys.path.
+    for (const k of ["VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "INGOT_TEST_PYTHON"]) delete base[k];
+    base.PATH = pathWithoutCheckout();
+  }
   return {
-    ...process.env,
-    PATH: `${NODE_BIN}:${process.env.PATH}`,
+    ...base,
+    PATH: `${NODE_BIN}:${base.PATH}`,
     XDG_CONFIG_HOME: join(root, "xdg-config"),
     XDG_DATA_HOME: join(root, "xdg-data"),
     ...extra,
@@ -100,7 +97,7 @@ export async function installVsix(root) {
 }
 
 /** Start code-server on a free port; resolves once /healthz answers. */
-export async function startCodeServer(root, { extraEnv = {}, extraArgs = [] } = {}) {
+export async function startCodeServer(root, { extraEnv = {}, extraArgs = [], fresh = false } = {}) {
   const port = await freePort();
   const args = [
     "--bind-addr", `127.0.0.1:${port}`, "--auth", "none",
@@ -108,7 +105,8 @@ export async function startCodeServer(root, { extraEnv = {}, extraArgs = [] } = 
     "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override",
     ...extraArgs, join(root, "ws"),
   ];
-  const child = spawn(CODE_SERVER, args, { env: env(root, extraEnv), stdio: ["ignore", "pipe", "pipe"], detached: true });
+  // cwd: the temp root, never this checkout (from which `python3 -m server` would import the engine).
+  const child = spawn(CODE_SERVER, args, { env: env(root, extraEnv, { fresh }), cwd: root, stdio: ["ignore", "pipe", "pipe"], detached: true });
   const logs = [];
   child.stdout.on("data", (d) => logs.push(d.toString()));
   child.stderr.on("data", (d) => logs.push(d.toString()));

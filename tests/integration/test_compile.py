@@ -163,7 +163,7 @@ def test_toolchain_missing_for_an_interpreter_without_torch(tmp_path: Path) -> N
     for module in ("torch", "transformers", "gguf", "accelerate", "onnx", "onnx_ir"):
         assert module in err.value.message
     assert err.value.hint is not None
-    assert "pip install 'ingot[compile]'" in err.value.hint
+    assert "pip install 'ingot-engine[compile]'" in err.value.hint
     assert err.value.data["missing"][:4] == ["torch", "transformers", "gguf", "accelerate"]
 
     # The steps check before they start, and leave no output behind.

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from server.jsonrpc.handlers import console, forward, generation, lifecycle, models, telemetry
+from server.jsonrpc.handlers import (
+    console,
+    embeddings,
+    forward,
+    generation,
+    lifecycle,
+    models,
+    telemetry,
+)
 from server.jsonrpc.server import IngotServer
 
 
 def register_all(server: IngotServer) -> None:
-    for module in (lifecycle, models, generation, console, telemetry):
+    for module in (lifecycle, models, generation, console, telemetry, embeddings):
         module.register(server)
     forward.install(server)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
+from pygls.workspace import TextDocument
 
 from engine.errors import InvalidRequest, ModelNotLoaded
+
+# drop_restated_prefix moved into the engine with the rest of inline completions; the
+# redundant alias keeps it importable from here.
+from engine.inline import drop_restated_prefix as drop_restated_prefix
+from engine.inline import inline_suggestion, plan_inline, strip_fences
 from protocol.jsonrpc import generation as g
 from server import translate
 from server.jsonrpc.handlers.streaming import drain
@@ -17,27 +23,8 @@ EDIT_SYSTEM = (
     "You rewrite text as instructed. Reply with only the rewritten text that replaces the "
     "selection: no explanations, no code fences."
 )
-FENCE = re.compile(r"^\s*```[\w+-]*\n(.*?)\n?```\s*$", re.S)
-INLINE_PREFIX_CHARS = 2000
-INLINE_SUFFIX_CHARS = 1000
 # ingot/edit without maxTokens: twice the selection's tokens plus this much.
 EDIT_EXTRA_TOKENS = 64
-
-
-def strip_fences(text: str) -> str:
-    """The code in a model's answer: without a surrounding ``` fence, and without what small
-    models add after the code (a closing fence they never opened, then an explanation)."""
-    m = FENCE.match(text)
-    if m:
-        return m.group(1)
-    lines = text.split("\n")
-    if lines and lines[0].lstrip().startswith("```"):
-        lines = lines[1:]  # an opening fence whose end is missing or followed by prose
-    for i, line in enumerate(lines):
-        if line.strip().startswith("```"):
-            # The code ends where its fence does; each code line ended with a newline.
-            return "".join(f"{code}\n" for code in lines[:i])
-    return "\n".join(lines)
 
 
 def _as_lines(text: str) -> str:
@@ -49,15 +36,6 @@ def fit_ending(original: str, rewrite: str) -> str:
     if not original.endswith("\n") and rewrite.endswith("\n"):
         return rewrite[:-1]
     return rewrite
-
-
-def drop_restated_prefix(prefix: str, text: str) -> str:
-    """Small models often repeat the text before the cursor before continuing it: drop the
-    longest start of the completion that the document already has just before the cursor."""
-    for k in range(min(len(prefix), len(text)), 0, -1):
-        if prefix.endswith(text[:k]) and ("\n" in text[:k] or k == len(prefix) or k >= 8):
-            return text[k:]
-    return text
 
 
 def offset_of(text: str, line: int, character: int) -> int:
@@ -86,14 +64,15 @@ async def pick_model(server: IngotServer, requested: str | None, quiet: bool = F
         return server.options.inline_model
     status = await server.ask_owner(lambda f: f.call_status())
     if status is not None:
-        loaded = [m["id"] for m in status.get("loaded", [])]
+        # Embedding models cannot write: editor requests take a chat model.
+        loaded = [m["id"] for m in status.get("loaded", []) if m.get("task") != "embeddings"]
         chosen = loaded[0] if loaded else None
     else:
-        entries = server.service.loader.loaded()
+        entries = [e for e in server.service.loader.loaded() if not e.variant.is_embedding]
         chosen = max(entries, key=lambda e: e.last_used).variant.id if entries else None
     if chosen is None and not quiet:
         raise ModelNotLoaded(
-            "No model is loaded for editor requests.",
+            "No chat model is loaded for editor requests.",
             hint="Load one (ingot/model/load) or set inlineModel.",
         )
     return chosen
@@ -110,6 +89,14 @@ async def edit_max_tokens(server: IngotServer, model: str, selection: str) -> in
         cap = server.service.resolve(model).max_output_tokens
         tokens = await server.service.count_tokens(model, prompt=selection) if selection else 0
     return max(1, min(cap, 2 * tokens + EDIT_EXTRA_TOKENS))
+
+
+def open_document(server: IngotServer, uri: str) -> TextDocument | None:
+    """The open document at `uri`, or None. pygls keys open documents by their decoded URI (a
+    client may send `c%3A` or `%20`), and its get_text_document() would read a document that is not
+    open from disk — any path the caller names, `file:///dev/zero` included — so it is not used."""
+    doc: TextDocument | None = server.workspace.text_documents.get(unquote(uri))
+    return doc
 
 
 def register(server: IngotServer) -> None:
@@ -130,11 +117,12 @@ def register(server: IngotServer) -> None:
     @server.feature("ingot/edit")
     async def edit(params: Any) -> Any:
         p = parse(g.EditParams, params)
-        if p.uri not in server.workspace.text_documents:
+        doc = open_document(server, p.uri)
+        if doc is None:
             raise InvalidRequest(
                 f"{p.uri} is not open.", hint="Send textDocument/didOpen first.", param="uri"
             )
-        text = server.workspace.get_text_document(p.uri).source
+        text = doc.source
         start = offset_of(text, p.range.start.line, p.range.start.character)
         end = offset_of(text, p.range.end.line, p.range.end.character)
         if end < start:
@@ -180,24 +168,27 @@ def register(server: IngotServer) -> None:
         model = await pick_model(server, None, quiet=True)
         if model is None:
             return types.InlineCompletionList(items=[])  # nothing loaded: stay out of the way
-        text = server.workspace.get_text_document(params.text_document.uri).source
+        doc = open_document(server, params.text_document.uri)
+        if doc is None:
+            return types.InlineCompletionList(items=[])  # only what the editor showed us
+        text = doc.source
         at = offset_of(text, params.position.line, params.position.character)
-        prompt = text[max(0, at - INLINE_PREFIX_CHARS) : at]
-        result = await server.generate(
-            "ingot/complete",
-            {
-                "model": model,
-                "prompt": prompt,
-                "suffix": text[at : at + INLINE_SUFFIX_CHARS],
-                "maxTokens": 48,
-                "temperature": 0,
-                "stop": ["\n\n"],
-                "priority": "interactive",
-                "kind": "inline",
-            },
-        )
-        insert = drop_restated_prefix(prompt, strip_fences(result["text"]))
-        if not insert.strip():
+        before, after = text[:at], text[at:]
+        plan = plan_inline(before, after)
+        request: dict[str, Any] = {
+            "model": model,
+            "prompt": plan.prompt,
+            "maxTokens": plan.max_tokens,
+            "temperature": 0,
+            "stop": list(plan.stop),
+            "priority": "interactive",
+            "kind": "inline",
+        }
+        if plan.suffix is not None:
+            request["suffix"] = plan.suffix
+        result = await server.generate("ingot/complete", request)
+        insert = inline_suggestion(plan, before, after, result["text"])
+        if not insert:
             return types.InlineCompletionList(items=[])
         pos = params.position
         return types.InlineCompletionList(

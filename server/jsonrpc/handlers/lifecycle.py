@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from lsprotocol import types
@@ -18,7 +19,14 @@ def register(server: IngotServer) -> None:
     @server.feature(types.INITIALIZED)
     async def initialized(params: Any) -> None:
         # A tracked task: `close` (exit, parent gone) waits for it before clearing the state.
-        await server.spawn(server.on_initialized())
+        task = server.spawn(server.on_initialized())
+        try:
+            await task
+        except asyncio.CancelledError:
+            # `close` stopped the start-up (exit, parent gone, a framing error on stdin): an
+            # orderly end, not a failure for pygls to log with a traceback.
+            if not task.cancelled():
+                raise
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(params: Any) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from engine.catalog.variant import ModelVariant
 from engine.chat import PreparedChat, StopMatcher, parse_tool_calls
 from engine.clock import Clock
-from engine.errors import Cancelled, ContextTooLong
+from engine.errors import Cancelled, ContextTooLong, IngotError
 from engine.generation import (
     Constraint,
     GenerationRequest,
@@ -54,6 +54,23 @@ def check_context(n_prompt: int, max_tokens: int | None, context: int, model_id:
         )
 
 
+# No tokenizer Ingot runs packs more characters than this into one token on average, so a
+# prompt longer than context x this cannot fit, and is refused before it is tokenised.
+MAX_CHARS_PER_TOKEN = 64
+
+
+def check_prompt_chars(n_chars: int, context: int, model_id: str) -> None:
+    if n_chars > context * MAX_CHARS_PER_TOKEN:
+        raise ContextTooLong(
+            f"The prompt is {n_chars} characters, far more than fits in {model_id}'s context "
+            f"of {context} tokens.",
+            hint="Shorten the prompt or the conversation.",
+            prompt_chars=n_chars,
+            context_length=context,
+            param="messages",
+        )
+
+
 def feed_stops(matcher: StopMatcher, ev: TextDelta) -> tuple[int, str]:
     """(completion tokens so far, text safe to emit) after one delta. A batch is fed a token at
     a time, so a stop sequence ends both the text and the count at the token that completed it."""
@@ -85,14 +102,12 @@ async def run_generation(
     started_wall = clock.wall()
     async with loader.use(variant, ttl_s=ttl_s) as (entry, halt, load_s):
         inst = entry.instance
-        plan = await build(inst)
-        n_prompt = await inst.count_tokens(plan.prompt)
-        check_context(n_prompt, params.max_tokens, inst.context_length, variant.id)
         matcher = StopMatcher(params.stop)
         parts: list[str] = []
         stats: RuntimeStats | None = None
         tokens = 0
         queue_s = 0.0
+        n_prompt = 0
 
         def record(finish: str, st: RuntimeStats | None) -> RequestRecord:
             if st is None:
@@ -113,9 +128,19 @@ async def run_generation(
                 completion_tokens=tokens,
             )
 
-        finished = False
+        finished = refused = False
         try:
+            # Admission first: a request the queue refuses costs no rendering or tokenising, and
+            # those happen inside the slot, so a burst cannot run them all at once.
             async with entry.scheduler.slot(priority) as queue_s:
+                try:
+                    plan = await build(inst)
+                    check_prompt_chars(len(plan.prompt), inst.context_length, variant.id)
+                    n_prompt = await inst.count_tokens(plan.prompt)
+                    check_context(n_prompt, params.max_tokens, inst.context_length, variant.id)
+                except IngotError:
+                    refused = True  # a bad prompt never ran: the request history skips it
+                    raise
                 request = GenerationRequest(plan.prompt, params, plan.constraint, priority)
                 gen = inst.generate(request, halt)
                 try:
@@ -162,6 +187,6 @@ async def run_generation(
                 tool_calls=tuple(calls),
             )
         finally:
-            if not finished:
+            if not finished and not refused:
                 # Cancelled by the client (task cancelled / stream closed) or by an unload.
                 telemetry.record(record("cancelled", stats))

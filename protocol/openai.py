@@ -15,6 +15,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 MAX_MESSAGES = 4096
 MAX_TOOLS = 128
 MAX_STOP = 16
+# A stop sequence is rescanned at every token: longer than this it is not a stop sequence.
+MAX_STOP_CHARS = 1000
 INT64 = 2**63 - 1
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -45,7 +47,8 @@ def keep_alive_seconds(value: Any) -> float:
 
 
 KeepAlive = Annotated[float, BeforeValidator(keep_alive_seconds)]
-Stop = str | Annotated[list[Annotated[str, Field(max_length=1000)]], Field(max_length=MAX_STOP)]
+StopText = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+Stop = StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)]
 
 
 class _Request(BaseModel):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from protocol.base import WireModel
+from protocol.openai import MAX_MESSAGES, MAX_STOP, MAX_STOP_CHARS
 
 
 class ChatMessage(WireModel):
@@ -23,7 +24,10 @@ class Sampling(WireModel):
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=1, le=100_000)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    stop: list[str] | None = Field(None, max_length=16)
+    # The same caps as the OpenAI routes: a stop sequence is rescanned at every token.
+    stop: list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]] | None = Field(
+        None, max_length=MAX_STOP
+    )
     repetition_penalty: float | None = Field(None, gt=0, le=10)
 
 
@@ -36,11 +40,13 @@ class StreamParams(WireModel):
 
 
 Priority = Literal["interactive", "chat", "batch"]
+# What a request is for (telemetry and the request history keep it): a short fixed set.
+RequestKind = Literal["chat", "complete", "edit", "inline", "console"]
 
 
 class ChatParams(Sampling, StreamParams):
     model: str = Field(min_length=1, max_length=200)
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
@@ -48,7 +54,9 @@ class ChatParams(Sampling, StreamParams):
     priority: Priority | None = Field(
         None, description="Latency class: interactive requests run before chat, chat before batch."
     )
-    kind: str | None = Field(None, description="What the request is for, as shown in telemetry.")
+    kind: RequestKind | None = Field(
+        None, description="What the request is for, as shown in telemetry."
+    )
 
 
 class CompleteParams(Sampling, StreamParams):
@@ -57,7 +65,7 @@ class CompleteParams(Sampling, StreamParams):
     suffix: str | None = Field(None, description="Text after the cursor (fill-in-the-middle).")
     ttl: float | None = None
     priority: Priority | None = None
-    kind: str | None = None
+    kind: RequestKind | None = None
 
 
 class StreamDelta(WireModel):

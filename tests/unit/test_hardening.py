@@ -7,12 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from engine.cache_dest import check_cache_destination
 from engine.errors import GenerationFailed, InvalidRequest
 from engine.generation import Constraint
 from engine.runtimes.onnx_errors import generation_error
+from protocol import openai as oa
 from protocol.jsonrpc import generation as g
+from server.jsonrpc.handlers.generation import check_max_tokens, max_tokens_limit
 from server.rest.errors import ApiError
 from server.rest.limits import check_native, rest_priority
 
@@ -96,3 +99,38 @@ def test_native_caps_and_priority() -> None:
         with pytest.raises(ApiError) as e:
             check_native(chat.model_copy(update=update), 100)
         assert e.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"kind": "x" * 100},
+        {"stop": ["x" * 1001]},
+        {"stop": ["s"] * 17},
+        {"messages": [{"role": "user", "content": "hi"}] * 4097},
+    ],
+)
+def test_the_editor_channel_has_the_same_caps(update: dict[str, object]) -> None:
+    """ingot/chat's wire model (also the native REST route's) caps kind, stop and messages."""
+    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    g.ChatParams.model_validate({**base, "kind": "edit"})
+    with pytest.raises(ValidationError):
+        g.ChatParams.model_validate({**base, **update})
+
+
+def test_one_long_stop_string_is_refused_on_the_openai_route_too() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    oa.ChatCompletionRequest.model_validate({**body, "stop": "x" * 1000})
+    with pytest.raises(ValidationError):
+        oa.ChatCompletionRequest.model_validate({**body, "stop": "x" * 1001})
+
+
+def test_json_rpc_max_tokens_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INGOT_MAX_TOKENS_LIMIT", "100")
+    limit = max_tokens_limit()
+    assert limit == 100
+    p = g.CompleteParams.model_validate({"model": "m", "prompt": "x", "maxTokens": 100})
+    check_max_tokens(p, limit)
+    with pytest.raises(InvalidRequest) as e:
+        check_max_tokens(p.model_copy(update={"max_tokens": 101}), limit)
+    assert "INGOT_MAX_TOKENS_LIMIT" in str(e.value)

@@ -89,7 +89,7 @@ export interface ChatParams {
   /** Latency class: interactive requests run before chat, chat before batch. */
   priority?: "interactive" | "chat" | "batch" | null;
   /** What the request is for, as shown in telemetry. */
-  kind?: string | null;
+  kind?: "chat" | "complete" | "edit" | "inline" | "console" | null;
 }
 
 export interface CompleteParams {
@@ -108,7 +108,7 @@ export interface CompleteParams {
   suffix?: string | null;
   ttl?: number | null;
   priority?: "interactive" | "chat" | "batch" | null;
-  kind?: string | null;
+  kind?: "chat" | "complete" | "edit" | "inline" | "console" | null;
 }
 
 export interface ConsoleOpenParams {

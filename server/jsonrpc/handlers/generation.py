@@ -18,6 +18,7 @@ from protocol.jsonrpc import generation as g
 from server import translate
 from server.jsonrpc.handlers.streaming import drain
 from server.jsonrpc.server import IngotServer, dump, parse
+from server.rest.settings import RestSettings
 
 EDIT_SYSTEM = (
     "You rewrite text as instructed. Reply with only the rewritten text that replaces the "
@@ -99,10 +100,31 @@ def open_document(server: IngotServer, uri: str) -> TextDocument | None:
     return doc
 
 
+def max_tokens_limit() -> int:
+    """INGOT_MAX_TOKENS_LIMIT, the cap the REST routes apply too (the wire model's own bound is
+    far higher, so a request cannot ask for a million tokens on this channel either)."""
+    try:
+        return RestSettings.from_env().max_tokens_limit
+    except ValueError:
+        return RestSettings.max_tokens_limit
+
+
+def check_max_tokens(p: g.Sampling, limit: int) -> None:
+    if p.max_tokens is not None and p.max_tokens > limit:
+        raise InvalidRequest(
+            f"maxTokens is {p.max_tokens}; this engine allows at most {limit}.",
+            hint="Ask for fewer tokens, or raise INGOT_MAX_TOKENS_LIMIT for the engine.",
+            param="maxTokens",
+        )
+
+
 def register(server: IngotServer) -> None:
+    limit = max_tokens_limit()
+
     @server.feature("ingot/chat")
     async def chat(params: Any) -> Any:
         p = parse(g.ChatParams, params)
+        check_max_tokens(p, limit)
         stream = server.service.chat(translate.chat_request(p))
         result = await drain(server, stream, p.partial_result_token)
         return dump(translate.generation_result(result))
@@ -110,6 +132,7 @@ def register(server: IngotServer) -> None:
     @server.feature("ingot/complete")
     async def complete(params: Any) -> Any:
         p = parse(g.CompleteParams, params)
+        check_max_tokens(p, limit)
         stream = server.service.complete(translate.completion_request(p))
         result = await drain(server, stream, p.partial_result_token)
         return dump(translate.generation_result(result))
@@ -117,6 +140,7 @@ def register(server: IngotServer) -> None:
     @server.feature("ingot/edit")
     async def edit(params: Any) -> Any:
         p = parse(g.EditParams, params)
+        check_max_tokens(p, limit)
         doc = open_document(server, p.uri)
         if doc is None:
             raise InvalidRequest(

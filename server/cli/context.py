@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from server.cli.bridge import LoopThread
     from server.cli.client import EngineClient
+    from server.secret import HomeSecret
     from server.state import ServiceState
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ class CliContext:
         if st is not None:
             from server.cli.http import HttpClient
 
-            self._client = HttpClient(st.url)
+            self._client = HttpClient(st.url, secret=self.secret())
         else:
             from server.cli.inprocess import InProcessClient
 
@@ -71,8 +72,19 @@ class CliContext:
 
             if self._client is not None:
                 self.run(self._client.close())
-            self._client = HttpClient(st.url)
+            self._client = HttpClient(st.url, secret=self.secret())
         return self._client
+
+    def secret(self) -> HomeSecret | None:
+        """The home's secret, for the service that owns this home (`find_service` checked that
+        it is the one answering at its URL); a file that must not be used is an error."""
+        from server.cli.client import CliError
+        from server.secret import SecretFileError, read_secret
+
+        try:
+            return read_secret(self.home)
+        except SecretFileError as e:
+            raise CliError(e.message, hint=e.hint) from None
 
     def ensure_service(self) -> ServiceState:
         from server.cli.launcher import start_service

@@ -21,11 +21,19 @@ from server.cli.client import (
     RemoteError,
     TextSink,
 )
+from server.service_http import (
+    auth_headers,
+    idle_timeout,
+    quick_timeout,
+    read_events,
+    stalled,
+)
 
 if TYPE_CHECKING:
     from protocol.jsonrpc import models as m
     from protocol.jsonrpc.embeddings import EmbedParams, EmbedResult
     from protocol.jsonrpc.service import ServiceStatus
+    from server.secret import HomeSecret
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,8 +41,7 @@ API = "/ingot/v1"
 
 
 def api_key_headers() -> dict[str, str]:
-    key = os.environ.get("INGOT_API_KEY")
-    return {"Authorization": f"Bearer {key}"} if key else {}
+    return auth_headers(None, os.environ.get("INGOT_API_KEY"))
 
 
 def remote_error(status: int, body: Any) -> RemoteError:
@@ -64,36 +71,52 @@ def remote_error(status: int, body: Any) -> RemoteError:
 
 async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
     """(event, data) pairs of a text/event-stream; `event` is "message" when unnamed."""
-    event, data = "message", list[str]()
-    async for raw in resp.content:
-        line = raw.decode("utf-8").rstrip("\r\n")
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", list[str]()
-        elif line.startswith(":"):
-            continue  # keep-alive comment
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-    if data:
-        yield event, "\n".join(data)
+    async for item in read_events(resp.content):
+        yield item
+
+
+# Routes the service answers promptly whatever it is doing; everything else may work for minutes.
+QUICK_PATHS = (
+    "/catalog",
+    "/models/",
+    "/status",
+    "/hardware",
+    "/cache",
+    "/telemetry/",
+    "/v1/models",
+)
 
 
 class HttpClient(EngineClient):
-    def __init__(self, url: str) -> None:
+    """`secret`: the home's secret, for the service that owns the home (found and checked by
+    `find_service`); None for any other server (`ingot bench --compare`), which must never get it."""
+
+    def __init__(self, url: str, secret: HomeSecret | None = None) -> None:
         self.where = url.rstrip("/")
+        self._secret = secret
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            # No total timeout: downloads, compiles and loads legitimately take minutes.
-            timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-            self._session = aiohttp.ClientSession(timeout=timeout, headers=api_key_headers())
+            # No total timeout (downloads, compiles and loads legitimately take minutes); an idle
+            # limit between reads instead, tighter on the routes that always answer at once.
+            headers = auth_headers(self._secret, os.environ.get("INGOT_API_KEY"))
+            self._session = aiohttp.ClientSession(timeout=idle_timeout(), headers=headers)
         return self._session
 
     def _unreachable(self, e: Exception) -> CliError:
+        if stalled(e):
+            return CliError(
+                f"The Ingot service at {self.where} stopped answering (nothing came within the "
+                "read timeout).",
+                hint="`ingot service logs` shows what it is doing; `ingot service restart` "
+                "restarts it. For very long silent steps, raise INGOT_CLIENT_IDLE_TIMEOUT_S.",
+            )
+        if isinstance(e, ValueError):  # EventTooLarge, or an event that is not JSON
+            return CliError(
+                f"The service at {self.where} sent a stream Ingot cannot read ({str(e)[:200]}).",
+                hint="`ingot service logs` shows what happened.",
+            )
         return CliError(
             f"Cannot reach the Ingot service at {self.where} ({type(e).__name__}: {e}).",
             hint="`ingot service status` checks it; `ingot service restart` restarts it.",
@@ -102,9 +125,11 @@ class HttpClient(EngineClient):
     async def _request(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, str] | None = None
     ) -> Any:
+        quick = method == "GET" and path.removeprefix(API).startswith(QUICK_PATHS)
+        timeout = quick_timeout() if quick else idle_timeout()
         try:
             async with self._http().request(
-                method, self.where + path, json=json_body, params=params
+                method, self.where + path, json=json_body, params=params, timeout=timeout
             ) as resp:
                 body: Any
                 try:
@@ -114,7 +139,7 @@ class HttpClient(EngineClient):
                 if resp.status >= 400:
                     raise remote_error(resp.status, body)
                 return body
-        except aiohttp.ClientConnectionError as e:
+        except (aiohttp.ClientConnectionError, TimeoutError) as e:
             raise self._unreachable(e) from e
 
     async def _get(self, model: type[M], path: str, params: dict[str, str] | None = None) -> M:
@@ -154,7 +179,7 @@ class HttpClient(EngineClient):
                         return result.model_validate(payload)
                     elif event == "error":
                         raise remote_error(500, payload)
-        except aiohttp.ClientConnectionError as e:
+        except (aiohttp.ClientConnectionError, TimeoutError, ValueError) as e:
             raise self._unreachable(e) from e
         raise CliError(
             f"The service closed the {path} stream before it finished.",
@@ -307,7 +332,7 @@ class HttpClient(EngineClient):
                         finish = choice.get("finish_reason") or finish
                     usage = chunk.get("usage") or usage
                     timings = (chunk.get("ingot") or {}).get("timings") or timings
-        except aiohttp.ClientConnectionError as e:
+        except (aiohttp.ClientConnectionError, TimeoutError, ValueError) as e:
             raise self._unreachable(e) from e
         return ChatOutcome(
             model=str(timings.get("modelId") or model),

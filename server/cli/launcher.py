@@ -6,19 +6,30 @@ Synchronous and light (no aiohttp), so that `ingot service status` stays quick.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from server.cli.client import CliError
-from server.state import ServiceState, clear_state, live_state, pid_alive, read_state
+from server.secret import SecretFileError, read_secret
+from server.state import (
+    ServiceState,
+    clear_state,
+    live_state,
+    owner_answers_as,
+    pid_alive,
+    read_state,
+)
 
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
@@ -70,36 +81,69 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def health(url: str, timeout: float = 2.0, challenge: str | None = None) -> tuple[bool | None, Any]:
+    """(answered, body) of `url`'s /health. answered True: the service answers (body: its JSON,
+    or None); False: nothing listens there; None: something listens but does not answer in time
+    (busy or hung). The request carries no secret: it is how clients find out who listens."""
+    query = "?" + urllib.parse.urlencode({"challenge": challenge}) if challenge else ""
+    req = urllib.request.Request(url.rstrip("/") + "/health" + query, method="GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return True, _json_or_none(r.read())
+    except urllib.error.HTTPError as e:
+        # It answered: /health says 503 while starting or draining.
+        with contextlib.suppress(OSError):
+            return True, _json_or_none(e.read())
+        return True, None
+    except (ConnectionRefusedError, ConnectionResetError):
+        return False, None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ConnectionRefusedError | ConnectionResetError):
+            return False, None
+        if isinstance(e.reason, TimeoutError | socket.timeout):
+            return None, None
+        return False, None
+    except TimeoutError:
+        return None, None
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
 def answers(url: str, timeout: float = 2.0) -> bool | None:
     """True: the service answers; False: nothing listens there; None: something listens but does
     not answer in time (busy or hung)."""
-    req = urllib.request.Request(url.rstrip("/") + "/health", method="GET")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered: /health says 503 while starting or draining
-    except (ConnectionRefusedError, ConnectionResetError):
-        return False
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, ConnectionRefusedError | ConnectionResetError):
-            return False
-        if isinstance(e.reason, TimeoutError | socket.timeout):
-            return None
-        return False
-    except TimeoutError:
-        return None
+    return health(url, timeout)[0]
 
 
 def find_service(home: Path) -> ServiceState | None:
     """The live service (or JSON-RPC engine) that owns this home, or None. A state file whose
-    process died, or whose port nobody listens on any more (a crash, a reused pid), is removed."""
+    process died (or whose pid now belongs to another process), or whose port nobody listens on
+    any more, is removed. Raises CliError when the owner is alive but something else answers at
+    its URL: the CLI must not send that the home's secret."""
     st = live_state(home)
     if st is None or not st.url:
         return None
-    if answers(st.url) is False:
+    try:
+        secret = read_secret(home)
+    except SecretFileError:
+        secret = None  # the client says what is wrong with the file when it reads it
+    challenge = secrets.token_hex(16)
+    answered, body = health(st.url, challenge=challenge)
+    if answered is False:
         clear_state(home, st.pid)
         return None
+    if answered and not owner_answers_as(st, body, challenge, secret):
+        raise CliError(
+            f"{st.url} is not answered by the Ingot process that owns {home} (pid {st.pid}), so "
+            "the CLI will not send it this home's secret.",
+            hint="Stop that owner (`ingot service stop`, or close the editor that runs it) and "
+            "try again.",
+        )
     return st
 
 

@@ -197,7 +197,9 @@ class IngotServer(LanguageServer):
         self.mode = "forwarding"
         self.forwarded_to = owner.url
         self.rest_url = owner.url
-        self.forwarder = Forwarder(owner.url, api_key=self._api_key())
+        # The owner's state lets the forwarder check who answers at its URL before the home's
+        # secret goes there.
+        self.forwarder = Forwarder(owner.url, api_key=self._api_key(), owner=owner, home=self.home)
         log.info("another Ingot process (pid %s) serves %s; forwarding", owner.pid, owner.url)
 
     async def _start_rest(self) -> bool:
@@ -221,6 +223,13 @@ class IngotServer(LanguageServer):
                 "REST port %s unavailable (%s); using a free port", settings.port, e.strerror
             )
             self.rest = await start_rest_server(self.service, replace(settings, port=0))
+        except ValueError as e:  # the home's secret file must not be used (it says how to fix)
+            self.rest_error = f"The REST port was not started: {e}"
+            log.error("%s", self.rest_error)
+            self.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Error, message=self.rest_error)
+            )
+            return False
         self.rest_url = str(self.rest.url)
         self.rest_error = None
         assert self.home is not None

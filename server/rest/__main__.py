@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from engine.bootstrap import build_engine
@@ -22,6 +23,7 @@ from engine.config import EngineConfig, default_home
 from engine.errors import IngotError
 from server.rest.runner import start_rest_server
 from server.rest.settings import DEFAULT_PORT, RestSettings, ServerInfo
+from server.secret import ensure_secret
 from server.state import (
     ServiceState,
     clear_state,
@@ -80,6 +82,9 @@ async def serve(args: argparse.Namespace) -> int:
     )
     try:
         settings.check()
+        # Made (or checked) before anything listens: a secret file that must not be used stops
+        # the start with a message that says how to fix it. Never logged.
+        settings = replace(settings, secret=ensure_secret(home))
     except ValueError as e:
         log.error("%s", e)
         return 2

@@ -3,8 +3,10 @@ JSON-RPC engine or `ingot service start`). It never owns the service: the host s
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -19,6 +21,8 @@ from server.rest.native_routes import NativeRoutes
 from server.rest.openai_routes import OpenAIRoutes
 from server.rest.security import Guard
 from server.rest.settings import RestSettings, ServerInfo
+from server.secret import health_proof
+from server.state import process_started_at
 
 SERVICE = web.AppKey("service", EngineService)
 SETTINGS = web.AppKey("settings", RestSettings)
@@ -26,6 +30,7 @@ INFO = web.AppKey("info", ServerInfo)
 METRICS = web.AppKey("metrics", RestMetrics)
 GUARD = web.AppKey("guard", Guard)
 PROBES = frozenset({"/health", "/metrics"})
+MAX_CHALLENGE = 128
 
 
 def _activity(info: ServerInfo) -> Middleware:
@@ -46,12 +51,22 @@ def _activity(info: ServerInfo) -> Middleware:
     return middleware
 
 
-def _health(info: ServerInfo) -> Handler:
+def _health(info: ServerInfo, settings: RestSettings) -> Handler:
+    # Who answers: clients compare these with the home's state file before they send the secret,
+    # so a process that got a dead owner's pid or port is not mistaken for it.
+    me = {"pid": os.getpid(), "processStartedAt": process_started_at(os.getpid())}
+
     async def health(request: web.Request) -> web.StreamResponse:
+        body: dict[str, Any] = dict(me)
+        challenge = request.query.get("challenge", "")
+        if settings.secret is not None and 0 < len(challenge) <= MAX_CHALLENGE:
+            body["proof"] = health_proof(settings.secret.value, challenge)
         if info.ready and not info.closing.is_set():
-            return web.json_response({"status": "ok"})
+            return web.json_response({"status": "ok", **body})
         state = "stopping" if info.closing.is_set() else "starting"
-        return web.json_response({"status": state}, status=503, headers={"Retry-After": "1"})
+        return web.json_response(
+            {"status": state, **body}, status=503, headers={"Retry-After": "1"}
+        )
 
     return health
 
@@ -75,7 +90,7 @@ def create_app(
     app[GUARD] = guard
 
     ingot = IngotRoutes(service, settings, info)
-    app.router.add_get("/health", _health(info))
+    app.router.add_get("/health", _health(info, settings))
     app.router.add_get("/metrics", metrics.handle)
     OpenAIRoutes(service, settings).add_to(app.router)
     EmbeddingRoutes(service, settings).add_to(app.router)

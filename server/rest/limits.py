@@ -9,6 +9,7 @@ from typing import TypeVar
 from protocol import openai as oa
 from protocol.jsonrpc import generation as g
 from server.rest.errors import ApiError, bad_request
+from server.rest.security import TRUSTED_CALLER
 
 # A stop sequence longer than this is not a stop sequence: every token would rescan it.
 MAX_STOP_CHARS = 1000
@@ -54,7 +55,9 @@ def check_native(p: g.ChatParams | g.CompleteParams, max_tokens_limit: int) -> N
 
 def rest_priority(p: P, trusted: bool) -> P:
     """A REST caller does not jump ahead of the editor: `interactive` runs as `chat` unless the
-    server requires an API key (then only key holders get here)."""
-    if p.priority == "interactive" and not trusted:
+    caller is trusted — `trusted` (the server requires an API key, so only key holders get here)
+    or the request proved the home secret (the guard says so in TRUSTED_CALLER), as a second
+    editor window's forwarded requests do."""
+    if p.priority == "interactive" and not (trusted or TRUSTED_CALLER.get()):
         return p.model_copy(update={"priority": "chat"})
     return p

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 from aiohttp import web
@@ -13,6 +13,7 @@ from engine.service import EngineService
 from server.rest.app import GUARD, INFO, create_app
 from server.rest.http_server import IngotAppRunner
 from server.rest.settings import RestSettings, ServerInfo
+from server.secret import ensure_secret
 
 log = logging.getLogger("ingot.rest")
 
@@ -58,9 +59,12 @@ def _local_names() -> set[str]:
 async def start_rest_server(
     service: EngineService, settings: RestSettings, *, ready: bool = True
 ) -> RunningRest:
-    """Raises ValueError for unsafe settings (a non-loopback address without an API key) and
-    OSError when the port cannot be bound."""
+    """Raises ValueError for unsafe settings (a non-loopback address without an API key, a home
+    secret file that must not be used) and OSError when the port cannot be bound. Makes the home's
+    secret on the first start unless `settings` brings one."""
     settings.check()
+    if settings.secret is None:
+        settings = replace(settings, secret=ensure_secret(service.config.home))
     app = create_app(service, settings)
     guard = app[GUARD]
     if settings.host in WILDCARDS:

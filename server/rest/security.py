@@ -1,6 +1,6 @@
 """What the REST server lets in: Host names (DNS-rebinding protection), browser origins (CORS),
-cross-site callers on state-changing routes (CSRF), the API key, request body type and size, and
-JSON bodies that are safe to hand to the handlers."""
+cross-site callers on state-changing routes (CSRF), the API key, the home secret on management and
+native routes, request body type and size, and JSON bodies that are safe to hand to the handlers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import hmac
 import json
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -16,6 +17,8 @@ from aiohttp.typedefs import Handler
 
 from server.rest.errors import ApiError, bad_request
 from server.rest.settings import RestSettings, is_loopback
+from server.secret import HEADER as SECRET_HEADER
+from server.secret import SECRET_FILE
 
 MAX_DEPTH = 64
 OPEN_PATHS = frozenset({"/health"})
@@ -23,6 +26,12 @@ SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 # Sec-Fetch-Site values of a request a web page made to a site other than this server.
 OTHER_SITE = frozenset({"cross-site", "same-site"})
 F = TypeVar("F", bound=Callable[..., Any])
+# Routes any local tool may call without the home secret (with an API key set, they need the key).
+OPENAI_PREFIX = "/v1/"
+SECRET_PREFIX = "/ingot/"
+# Whether the request being handled proved the home secret or the API key. Set by the guard for
+# the handler's task; rest_priority reads it (only trusted callers may ask for `interactive`).
+TRUSTED_CALLER: ContextVar[bool] = ContextVar("ingot_trusted_caller", default=False)
 
 
 def changes_state(handler: F) -> F:
@@ -36,6 +45,22 @@ def _changes_state(request: web.Request) -> bool:
     if request.method not in SAFE_METHODS:
         return True
     return bool(getattr(request.match_info.handler, "changes_state", False))
+
+
+def needs_secret(request: web.Request) -> bool:
+    """Ingot's own routes (management and native generation) and Foundry's state-changing ones;
+    the OpenAI routes, /health, /metrics and Foundry's read-only routes stay open on loopback."""
+    path = request.path
+    if path.startswith(SECRET_PREFIX):
+        return True
+    if path.startswith(OPENAI_PREFIX) or path in OPEN_PATHS:
+        return False
+    return _changes_state(request)
+
+
+def _bearer(request: web.Request) -> str:
+    auth = request.headers.get(hdrs.AUTHORIZATION, "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
 
 
 def _is_json(content_type: str) -> bool:
@@ -79,12 +104,19 @@ class Guard:
     def origin_ok(self, origin: str) -> bool:
         return self.any_origin or origin.rstrip("/") in self.origins
 
+    def secret_proven(self, request: web.Request) -> bool:
+        """The request carries the home secret (`X-Ingot-Secret`, or `Authorization: Bearer`)."""
+        secret = self.settings.secret
+        if secret is None:
+            return False
+        given = request.headers.get(SECRET_HEADER, "").strip() or _bearer(request)
+        return bool(given) and secret.matches(given)
+
     def key_error(self, request: web.Request) -> ApiError | None:
         key = self.settings.api_key
         if not key or request.path in OPEN_PATHS:
             return None
-        auth = request.headers.get(hdrs.AUTHORIZATION, "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        given = _bearer(request)
         given = given or request.headers.get("api-key", "") or request.headers.get("x-api-key", "")
         if not given:
             return ApiError(
@@ -102,6 +134,29 @@ class Guard:
                 code="invalid_api_key",
             )
         return None
+
+    def secret_error(self, request: web.Request) -> ApiError:
+        """The 401 for a protected route called without the home secret (and without the API
+        key, when the server has one)."""
+        secret = self.settings.secret
+        where = str(secret.path) if secret is not None else f"<Ingot home>/{SECRET_FILE}"
+        given = request.headers.get(SECRET_HEADER, "").strip() or _bearer(request)
+        what = "a wrong one" if given else "none"
+        hint = (
+            f"The secret is in {where} (readable only by you); the `ingot` CLI sends it for you. "
+            f"Other tools send it as `{SECRET_HEADER}: <secret>`, e.g. curl -H "
+            f'"{SECRET_HEADER}: $(cat {where})".'
+        )
+        if secret is None:
+            hint = "This server was started without an Ingot home, so it has no secret to check."
+        return ApiError(
+            401,
+            f"{request.method} {request.path[:100]} needs this Ingot home's secret (management, "
+            f"native and state-changing routes do) and the request carries {what}. {hint}",
+            type="authentication_error",
+            code="invalid_secret",
+            ingot={"kind": "unauthorized", "hint": hint},
+        )
 
     def cross_site_error(self, request: web.Request) -> ApiError | None:
         """A state-changing request a web page made from another site. Browsers mark what they send
@@ -202,14 +257,24 @@ class Guard:
                 raise err
             if request.method not in SAFE_METHODS and (err := self.media_type_error(request)):
                 raise err
+        # With an API key, the key guards every route (tools on the network cannot read the
+        # home's secret); without one, Ingot's own routes need the secret, even on loopback.
         if (err := self.key_error(request)) is not None:
             raise err
+        key_ok = bool(self.settings.api_key) and request.path not in OPEN_PATHS
+        secret_ok = not key_ok and self.secret_proven(request)
+        if needs_secret(request) and not (secret_ok or key_ok):
+            raise self.secret_error(request)
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
             raise too_large(self.settings.max_body_bytes)
         if request.body_exists and (slow := await self._read_body(request)) is not None:
             return slow
-        return await handler(request)
+        token = TRUSTED_CALLER.set(secret_ok or key_ok)
+        try:
+            return await handler(request)
+        finally:
+            TRUSTED_CALLER.reset(token)
 
     async def _read_body(self, request: web.Request) -> web.Response | None:
         """Read the body now, within the read timeout (aiohttp keeps it for the handler), so a

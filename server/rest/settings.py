@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from server.secret import HomeSecret
+
 DEFAULT_HOST = "127.0.0.1"
 # A stable port for `ingot service start`, so tools can be configured once (the JSON-RPC engine
 # asks for port 0 and announces whatever it got).
@@ -35,7 +37,10 @@ class RestSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     # Required (and then checked on every route but /health) when set; mandatory off loopback.
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    # The home's secret, required on management and native routes (see server/secret.py); None
+    # (an app built without a home) refuses those routes to everyone.
+    secret: HomeSecret | None = field(default=None, repr=False)
     # Extra names accepted in the Host header besides loopback ones; "*" accepts any.
     allowed_hosts: tuple[str, ...] = ()
     # Browser origins allowed to call the API (CORS); empty = no cross-origin use; "*" = any.

@@ -1,5 +1,6 @@
 """Runs `python -m server.rest --port 0 --home <home>` as a real subprocess and waits until it has
-written its state file and answers /health; stops it with SIGTERM and checks it left cleanly."""
+written its state file and answers /health; stops it with SIGTERM and checks it left cleanly.
+`ingot_auth()` / `secret_headers(home)` are the headers Ingot's own routes need (the home secret)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from typing import Any
 import aiohttp
 import openai
 
+from server.secret import HEADER as SECRET_HEADER
+from server.secret import read_secret
 from server.state import read_state
 from tests.support.paths import REPO
 
@@ -56,10 +59,16 @@ class RestServer:
         )
 
     def auth(self) -> dict[str, str]:
+        """What an OpenAI tool sends: the API key, if the server has one."""
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    def ingot_auth(self) -> dict[str, str]:
+        """What the `ingot` CLI sends: the home's secret (management and native routes need it)
+        and the API key, if any."""
+        return {**self.auth(), **secret_headers(self.home)}
+
     def get_json(self, path: str) -> Any:
-        req = urllib.request.Request(self.url + path, headers=self.auth())
+        req = urllib.request.Request(self.url + path, headers=self.ingot_auth())
         with urllib.request.urlopen(req, timeout=60) as r:
             return json.loads(r.read())
 
@@ -75,6 +84,13 @@ class RestServer:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def secret_headers(home: Path) -> dict[str, str]:
+    """The header that proves the home's secret, as the CLI sends it."""
+    secret = read_secret(home)
+    assert secret is not None, f"{home} has no secret: has a server run there yet?"
+    return {SECRET_HEADER: secret.value}
 
 
 def server_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -28,12 +28,15 @@ from tests.e2e.cli_helpers import (
     run_json,
     service,
 )
+from tests.e2e.rest_server import secret_headers
 
 ALIAS = "smollm2-135m"
 
 
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as r:
+def get(url: str, home: Path) -> Any:
+    """A management route of the service serving `home`, with that home's secret."""
+    req = urllib.request.Request(url, headers=secret_headers(home))
+    with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
 
@@ -94,7 +97,7 @@ def test_port_fallback_when_the_default_port_is_taken(seeded_home: Path) -> None
             st = json.loads(proc.stdout)
             assert not st["url"].endswith(f":{taken}")
             assert f"Port {taken} is in use" in proc.stderr
-            assert get(st["url"] + "/ingot/v1/status")["pid"] == st["pid"]
+            assert get(st["url"] + "/ingot/v1/status", seeded_home)["pid"] == st["pid"]
         finally:
             kill_service(seeded_home)
         explicit = run(seeded_home, "service", "start", "--port", str(taken))
@@ -146,7 +149,7 @@ def test_load_unload_with_ttl_act_on_the_service(seeded_home: Path) -> None:
         st = read_state(seeded_home)
         assert st is not None
         # What the CLI loaded is what the REST port serves.
-        live = get(st.url + "/ingot/v1/status")
+        live = get(st.url + "/ingot/v1/status", seeded_home)
         assert [m["id"] for m in live["loaded"]] == [DEFAULT_ONNX_ID]
         assert live["loaded"][0]["ttlSeconds"] == 120
 
@@ -163,7 +166,7 @@ def test_load_unload_with_ttl_act_on_the_service(seeded_home: Path) -> None:
 
         unload = run(seeded_home, "model", "unload", ALIAS, "-o", "json", check=True)
         assert json.loads(unload.stdout) == {"unloaded": True}
-        assert get(st.url + "/ingot/v1/status")["loaded"] == []
+        assert get(st.url + "/ingot/v1/status", seeded_home)["loaded"] == []
         again = run(seeded_home, "model", "unload", ALIAS)
         assert again.returncode == 1
         assert "not loaded" in again.stderr
@@ -194,9 +197,9 @@ def test_run_goes_through_the_running_service(seeded_home: Path) -> None:
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip()
-        live = get(st["url"] + "/ingot/v1/status")
+        live = get(st["url"] + "/ingot/v1/status", seeded_home)
         assert [m["id"] for m in live["loaded"]] == [DEFAULT_ONNX_ID]
-        history = get(st["url"] + "/ingot/v1/telemetry/history")
+        history = get(st["url"] + "/ingot/v1/telemetry/history", seeded_home)
         assert any(r["modelId"] == DEFAULT_ONNX_ID for r in history["requests"])
 
 
@@ -270,16 +273,20 @@ def test_restart_keeps_the_address_and_force_unload_stops_a_running_answer(
             text=True,
         )
         assert wait_until(
-            lambda: get(again["url"] + "/ingot/v1/status")["activeRequests"] == 1, 60, 0.1
+            lambda: get(again["url"] + "/ingot/v1/status", seeded_home)["activeRequests"] == 1,
+            60,
+            0.1,
         )
         plain = run(seeded_home, "model", "unload", ALIAS)
         assert plain.returncode == 0
-        assert get(again["url"] + "/ingot/v1/status")["activeRequests"] == 1  # not cut short
+        assert (
+            get(again["url"] + "/ingot/v1/status", seeded_home)["activeRequests"] == 1
+        )  # not cut short
         forced = run(seeded_home, "model", "unload", ALIAS, "--force", "-o", "json", check=True)
         assert json.loads(forced.stdout) == {"unloaded": True}
         _out, err = long.communicate(timeout=60)
         assert long.returncode != 0 and "Traceback" not in err
         assert "stopped" in err.lower() or "unload" in err.lower(), err
-        assert get(again["url"] + "/ingot/v1/status")["loaded"] == []
+        assert get(again["url"] + "/ingot/v1/status", seeded_home)["loaded"] == []
     finally:
         kill_service(seeded_home)

@@ -78,7 +78,7 @@ async def test_base64_is_float32_little_endian(server: RestServer) -> None:
     # Ingot's native route (what `ingot embed` uses against the service) answers EmbedResult.
     native = {"model": MODEL, "input": "hello world", "encodingFormat": "base64"}
     async with (
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=server.ingot_auth()) as http,
         http.post(server.url + "/ingot/v1/embed", json=native) as r,
     ):
         assert r.status == 200

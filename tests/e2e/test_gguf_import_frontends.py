@@ -12,6 +12,7 @@ import pytest
 
 from engine.compile import locate_pypi_file
 from tests.e2e.cli_helpers import run, service
+from tests.e2e.rest_server import secret_headers
 from tests.e2e.rpc_client import engine
 from tests.support.models import GGUF_FILE, GGUF_PACKAGE, GGUF_VERSION
 
@@ -83,7 +84,7 @@ def test_verify_and_import_through_the_service_use_the_rest_routes(
         req = urllib.request.Request(
             st["url"] + "/ingot/v1/models/import",
             data=body,
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **secret_headers(imported_home)},
         )
         with urllib.request.urlopen(req, timeout=60) as r:
             events = r.read().decode()

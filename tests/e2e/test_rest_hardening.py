@@ -33,7 +33,7 @@ def server(
 
 @pytest.fixture
 async def http(server: RestServer) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=server.url) as session:
+    async with aiohttp.ClientSession(base_url=server.url, headers=server.ingot_auth()) as session:
         yield session
 
 
@@ -388,8 +388,8 @@ OVER_THE_CAPS = [
     ("/ingot/v1/chat", {**NATIVE_CHAT, "maxTokens": 1_000_000}, "max_tokens"),
     ("/ingot/v1/complete", {"model": MODEL, "prompt": "Hi", "maxTokens": 999_999}, "max_tokens"),
     ("/ingot/v1/chat", {**NATIVE_CHAT, "messages": HELLO * 5000}, "messages"),
-    ("/ingot/v1/chat", {**NATIVE_CHAT, "stop": ["x" * 2000]}, "stop"),
-    ("/ingot/v1/complete", {"model": MODEL, "prompt": "Hi", "stop": ["y" * 1001]}, "stop"),
+    ("/ingot/v1/chat", {**NATIVE_CHAT, "stop": ["x" * 2000]}, "stop[0]"),
+    ("/ingot/v1/complete", {"model": MODEL, "prompt": "Hi", "stop": ["y" * 1001]}, "stop[0]"),
     ("/ingot/v1/chat", {**NATIVE_CHAT, "kind": "k" * 10_000}, "kind"),
     ("/ingot/v1/complete", {"model": MODEL, "prompt": "Hi", "kind": "mine"}, "kind"),
     ("/v1/chat/completions", {"model": MODEL, "messages": HELLO, "stop": "s" * (1 << 20)}, "stop"),

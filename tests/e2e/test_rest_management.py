@@ -93,7 +93,7 @@ def server(
 
 @pytest.fixture
 async def http(server: RestServer) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=server.url) as session:
+    async with aiohttp.ClientSession(base_url=server.url, headers=server.ingot_auth()) as session:
         yield session
 
 
@@ -105,7 +105,8 @@ async def _json(http: aiohttp.ClientSession, method: str, path: str, body: Any =
 
 
 async def test_health_and_metrics(server: RestServer, http: aiohttp.ClientSession) -> None:
-    assert await _json(http, "GET", "/health") == {"status": "ok"}
+    health = await _json(http, "GET", "/health")
+    assert health["status"] == "ok" and health["pid"] == server.proc.pid
     server.client().chat.completions.create(model=MODEL, messages=HELLO, max_tokens=6)
     async with http.get("/metrics") as r:
         assert r.status == 200
@@ -179,7 +180,10 @@ async def test_catalog_and_model_info(http: aiohttp.ClientSession) -> None:
 async def _collect_events(
     server: RestServer, into: list[tuple[str | None, dict[str, Any]]]
 ) -> None:
-    async with aiohttp.ClientSession() as s, s.get(server.url + "/ingot/v1/events") as r:
+    async with (
+        aiohttp.ClientSession(headers=server.ingot_auth()) as s,
+        s.get(server.url + "/ingot/v1/events") as r,
+    ):
         async for event, data in read_sse(r):
             into.append((event, json.loads(data)))
 
@@ -344,7 +348,7 @@ async def test_health_is_503_until_the_host_says_ready(
         async with aiohttp.ClientSession(base_url=running_server.url) as http:
             async with http.get("/health") as r:
                 assert r.status == 503
-                assert (await r.json()) == {"status": "starting"}
+                assert (await r.json())["status"] == "starting"
                 assert r.headers["Retry-After"] == "1"
             await service.start()
             running_server.mark_ready()

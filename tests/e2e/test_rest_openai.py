@@ -62,7 +62,7 @@ async def _stream(
 
 async def _idle_within(server: RestServer, seconds: float) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=server.ingot_auth()) as http:
         while True:
             async with http.get(server.url + "/ingot/v1/status") as r:
                 st = await r.json()

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,9 @@ def write_state(home: Path, state: ServiceState) -> Path:
 def read_state(home: Path) -> ServiceState | None:
     try:
         data = json.loads(state_path(home).read_text(encoding="utf-8"))
-        return ServiceState(**data)
+        # Fields a newer version added are ignored, so its state file still names the owner.
+        known = {f.name for f in fields(ServiceState)}
+        return ServiceState(**{k: v for k, v in data.items() if k in known})
     except (OSError, ValueError, TypeError):
         return None
 

@@ -161,3 +161,16 @@ def test_a_secret_file_others_can_read_stops_the_start(tmp_path: Path) -> None:
     text = log.read_text()
     assert f"chmod 600 {path}" in text and "Traceback" not in text
     assert "s" * 43 not in text
+
+
+def test_service_status_names_a_secret_file_that_must_not_be_used(server: RestServer) -> None:
+    """`ingot service status` says what to fix, not that the service is "not answering"."""
+    path = secret_path(server.home)
+    path.chmod(0o644)
+    try:
+        r = cli_helpers.run(server.home, "service", "status")
+    finally:
+        path.chmod(0o600)
+    assert r.returncode != 0
+    assert f"chmod 600 {path}" in r.stderr + r.stdout and "Traceback" not in r.stderr
+    assert "not answering" not in r.stdout

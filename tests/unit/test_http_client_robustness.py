@@ -214,6 +214,15 @@ def test_write_state_records_the_process_start_time(tmp_path: Path) -> None:
     assert saved is not None and saved.process_started_at == process_started_at(os.getpid())
 
 
+def test_a_state_file_from_a_newer_version_still_names_the_owner(tmp_path: Path) -> None:
+    write_state(tmp_path, _me("http://127.0.0.1:9", tmp_path))
+    path = tmp_path / "service.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**data, "added_later": 1}), encoding="utf-8")
+    st = read_state(tmp_path)
+    assert st is not None and st.pid == os.getpid()
+
+
 def test_health_answers_are_checked(tmp_path: Path) -> None:
     secret = ensure_secret(tmp_path)
     st = _me("http://127.0.0.1:9", tmp_path)

@@ -6,22 +6,34 @@ import builtins
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from engine.errors import CacheError
+from engine.errors import CacheError, ModelBusy
+from engine.progress import CancelToken
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "ingot-manifest.json"
 # What a cache root holds (see ModelCache); left at a destination by an earlier cache, these are
 # not someone else's content. engine/cache_dest.py checks a destination against the same set.
 CACHE_ENTRIES = frozenset({"models", "partial", ".lock"})
+# A waiter for another process's variant lock looks at its cancel token this often, so a cancel
+# lands promptly and the worker thread it occupies is freed.
+LOCK_STEP_S = 0.2
+# Build scratch in `partial/`: `<variant>.build/` (this layout); `<variant>.work/` and
+# `.<variant>.import-<pid>/` (older builds). Not resumable, unlike a download's
+# `partial/<variant>/`, so nothing to keep once no process holds the variant's lock.
+_BUILD_SCRATCH = re.compile(r"(?P<key>[^.].*)\.(?:build|work)|\.(?P<old>.+)\.import-\d+")
 
 
 @dataclass(frozen=True)
@@ -123,19 +135,92 @@ class ModelCache:
         self._ensure()
         return FileLock(str(self.root / ".lock"), timeout=timeout)
 
+    def _variant_lock_file(self, key: str) -> FileLock:
+        # Two FileLock objects on one path exclude each other even within a process (flock), so
+        # this guards against other threads of this engine as well as other processes.
+        return FileLock(str(self.partial_dir / f"{key}.lock"))
+
     @contextlib.contextmanager
-    def variant_lock(self, variant_id: str, timeout: float = 3600.0) -> Iterator[None]:
-        """Held while a variant is downloaded or built, so two processes never write it at once."""
+    def variant_lock(
+        self,
+        variant_id: str,
+        timeout: float = 3600.0,
+        *,
+        cancel: CancelToken | None = None,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Iterator[None]:
+        """Held while a variant is downloaded or built, so two writers never write it at once.
+
+        Waits in steps of LOCK_STEP_S, looking at `cancel` between them: a cancelled waiter raises
+        Cancelled at once instead of holding its worker thread for up to `timeout`. `on_wait` is
+        called once if the lock is not free at the first try (to say why nothing moves)."""
         self._ensure()
-        lock = FileLock(str(self.partial_dir / f"{safe_dirname(variant_id)}.lock"), timeout=timeout)
+        lock = self._variant_lock_file(safe_dirname(variant_id))
+        deadline = time.monotonic() + timeout
+        first = True
+        while True:
+            if cancel is not None:
+                cancel.raise_if_cancelled(f"wait for {variant_id}")
+            try:
+                lock.acquire(timeout=0 if first else LOCK_STEP_S)
+                break
+            except Timeout:
+                if first and on_wait is not None:
+                    on_wait()
+                first = False
+                if time.monotonic() >= deadline:
+                    raise CacheError(
+                        f"Another process is still preparing {variant_id}.",
+                        hint="Wait for it to finish, then try again.",
+                    ) from None
         try:
-            with lock:
-                yield
-        except Timeout as e:
-            raise CacheError(
-                f"Another process is still preparing {variant_id}.",
-                hint="Wait for it to finish, then try again.",
-            ) from e
+            yield
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def _free_variant(self, key: str) -> Iterator[bool]:
+        """True (and holding its lock) when no process is downloading or building `key` now."""
+        lock = self._variant_lock_file(key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def build_dir_for(self, variant_id: str) -> Path:
+        """Scratch of one build (compile, import, export): its output and work folders, and any
+        temporary folder its steps make next to the output. Removed whole when the build ends."""
+        self._ensure()
+        return self.partial_dir / f"{safe_dirname(variant_id)}.build"
+
+    def clear_stale_builds(self) -> list[Path]:
+        """Remove build scratch that no live process holds (a crashed or killed build); returns
+        what was removed. Partial downloads stay: they resume."""
+        removed = []
+        for p, key in self._build_scratch():
+            with self._free_variant(key) as free:
+                if free:
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+        if removed:
+            log.info("removed stale build folders: %s", ", ".join(p.name for p in removed))
+        return removed
+
+    def _build_scratch(self) -> list[tuple[Path, str]]:
+        """(folder, variant lock key) of every build scratch folder in `partial/`."""
+        if not self.partial_dir.is_dir():
+            return []
+        out = []
+        for p in sorted(self.partial_dir.iterdir()):
+            m = _BUILD_SCRATCH.fullmatch(p.name)
+            if m is not None and p.is_dir():
+                out.append((p, m["key"] or m["old"]))
+        return out
 
     def path_for(self, variant_id: str) -> Path:
         return self.models_dir / safe_dirname(variant_id)
@@ -184,9 +269,20 @@ class ModelCache:
         return Manifest(id=variant_id, files=scan_files(folder), created_at=time.time(), **fields)
 
     def remove(self, variant_id: str) -> bool:
-        with self.lock():
+        """Delete a variant's folder and its partial files; refused (ModelBusy) while a process
+        downloads or builds it, whose files would vanish under it."""
+        key = safe_dirname(variant_id)
+        self._ensure()
+        with self._free_variant(key) as free, self.lock():
+            if not free:
+                raise ModelBusy(
+                    f"{variant_id} is being downloaded or built by another Ingot process.",
+                    hint="Cancel it there or wait for it to finish, then remove the model.",
+                    model=variant_id,
+                )
             existed = False
-            for d in (self.path_for(variant_id), self.partial_dir / safe_dirname(variant_id)):
+            partial = [self.partial_dir / f"{key}{s}" for s in ("", ".build", ".work")]
+            for d in (self.path_for(variant_id), *partial):
                 if d.exists():
                     # Drop the manifest first: a half-deleted folder must never look cached.
                     with contextlib.suppress(OSError):
@@ -228,7 +324,19 @@ class ModelCache:
                 f"{dest} is not empty.",
                 hint="Choose an empty or new folder for the cache.",
             )
-        with self.lock():
+        with self.lock(), contextlib.ExitStack() as held:
+            # Every variant lock, so no other process is mid-download or mid-build (its files
+            # would be moved under it) and none starts until the move is done.
+            for lock_file in sorted(self.partial_dir.glob("*.lock")):
+                key = lock_file.name.removesuffix(".lock")
+                if not held.enter_context(self._free_variant(key)):
+                    raise ModelBusy(
+                        f"Another Ingot process is downloading or building in the cache ({key}).",
+                        hint="Cancel it there or wait for it to finish, then move the cache.",
+                    )
+            # With every lock held, build scratch is what builds that died left: not worth moving.
+            for scratch, _ in self._build_scratch():
+                shutil.rmtree(scratch, ignore_errors=True)
             dest.mkdir(parents=True, exist_ok=True)
             for sub in ("models", "partial"):
                 src = self.root / sub

@@ -60,7 +60,8 @@ class LoadFailed(IngotError):
 
 
 class ModelBusy(IngotError):
-    """An unload without `force` while generations are running."""
+    """The model (or the cache) is in use: an unload without `force` while generations run, a
+    delete while the variant is being downloaded or built, a cache move while anything is."""
 
     kind = "model_busy"
 

@@ -28,7 +28,7 @@ from engine.errors import (
     InvalidRequest,
     ModelNotFound,
 )
-from engine.progress import CancelToken, ProgressCallback
+from engine.progress import CancelToken, Progress, ProgressCallback
 
 if TYPE_CHECKING:
     from engine.compile.embeddings.build import EmbeddingFidelityReport
@@ -107,72 +107,110 @@ class Provisioner:
         cancel: CancelToken,
         on_state: StateCallback = lambda vid, state: None,
     ) -> Path:
-        """Make the variant's files present in the cache (download or build); returns the folder."""
+        """Make the variant's files present in the cache (download or build); returns the folder.
+
+        A download keeps its partial files when it fails or is cancelled (the next one resumes);
+        a build's scratch (`partial/<variant>.build/`, maybe gigabytes) is removed either way."""
         if self.is_present(v):
             return self.folder_for(v)
         cache = self.cache
-        with cache.variant_lock(v.id):
+        lock = cache.variant_lock(v.id, cancel=cancel, on_wait=_waiting(v.id, progress, "download"))
+        with lock:
             if cache.is_cached(v.id):  # another process finished it while we waited
                 return cache.path_for(v.id)
-            staging = cache.staging_for(v.id)
             src = v.source
-            build: dict[str, Any] | None = None
-            if v.build is not None:
-                build = {"kind": v.build.kind, "precision": v.build.precision}
             if src.kind == "huggingface":
                 on_state(v.id, "downloading")
+                staging = cache.staging_for(v.id)
                 self._downloader().download(src, staging, progress=progress, cancel=cancel)
-            elif v.build is not None and v.build.kind == "gguf-to-hf":
-                gguf = self._input_gguf(v, cache, on_state)
-                on_state(v.id, "compiling")
-                self._fresh(staging)
-                self._compiler().gguf_to_hf(gguf, staging, progress=progress, cancel=cancel)
-            elif v.build is not None and v.build.kind == "gguf-import":
-                gguf = self._input_gguf(v, cache, on_state)
-                on_state(v.id, "compiling")
-                _, record = self._import(gguf, staging, progress, cancel)
-                build = {**(build or {}), **record}
-            elif v.build is not None and v.build.kind == "embedding-export":
-                source = self._input_gguf(v, cache, on_state)
-                on_state(v.id, "compiling")
-                build = {
-                    **(build or {}),
-                    **self._export_embedding(source, staging, progress, cancel),
-                }
-            elif v.build is not None and v.build.kind == "hf-to-onnx":
-                parent = self._parent(v)
-                hf_dir = self.ensure(parent, progress, cancel, on_state)
-                on_state(v.id, "compiling")
-                self._fresh(staging)
-                work = cache.partial_dir / (staging.name + ".work")
-                self._compiler().hf_to_onnx(
-                    hf_dir,
-                    staging,
-                    precision=v.build.precision,
-                    device=v.build.device,
-                    extra_options=dict(v.build.extra_options),
-                    work_dir=work,
-                    threads=self.threads,
-                    progress=progress,
-                    cancel=cancel,
-                )
-                shutil.rmtree(work, ignore_errors=True)
-            else:
+                recipe = {"kind": v.build.kind, "precision": v.build.precision} if v.build else None
+                return self._commit(cache, v, staging, recipe)
+            if v.build is None:
                 raise CompileFailed(
                     f"The catalog entry {v.id} says neither where to download it nor how to build it."
                 )
-            manifest = cache.new_manifest(
-                v.id,
+            # Fetched (or located) before the scratch exists: a parent's download resumes.
+            if v.build.kind == "hf-to-onnx":
+                source = self.ensure(self._parent(v), progress, cancel, on_state)
+            elif v.build.kind in ("gguf-to-hf", "gguf-import", "embedding-export"):
+                source = self._input_gguf(v, cache, on_state)
+            else:
+                raise CompileFailed(
+                    f"The catalog entry {v.id} asks for an unknown build '{v.build.kind}'.",
+                    hint="Update Ingot, or fix the catalog entry.",
+                )
+            scratch = _fresh(cache.build_dir_for(v.id))
+            try:
+                on_state(v.id, "compiling")
+                staging = scratch / "out"
+                build = self._build(v, source, staging, scratch, progress, cancel)
+                return self._commit(cache, v, staging, build)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def _build(
+        self,
+        v: ModelVariant,
+        source: Path,
+        staging: Path,
+        scratch: Path,
+        progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> dict[str, Any]:
+        """Run a catalog build from `source` into `staging`; returns the manifest's build record."""
+        assert v.build is not None
+        build: dict[str, Any] = {"kind": v.build.kind, "precision": v.build.precision}
+        if v.build.kind == "gguf-to-hf":
+            self._compiler().gguf_to_hf(source, staging, progress=progress, cancel=cancel)
+        elif v.build.kind == "gguf-import":
+            _, record = self._import(source, staging, progress, cancel)
+            build.update(record)
+        elif v.build.kind == "embedding-export":
+            build.update(self._export_embedding(source, staging, progress, cancel))
+        else:
+            self._compiler().hf_to_onnx(
+                source,
                 staging,
-                source=src.describe(),
-                runtime=v.runtime,
-                framework=v.framework,
-                device=v.device,
-                revision=src.revision if src.kind == "huggingface" else src.package_version,
-                build=build,
+                precision=v.build.precision,
+                device=v.build.device,
+                extra_options=dict(v.build.extra_options),
+                work_dir=scratch / "work",
+                threads=self.threads,
+                progress=progress,
+                cancel=cancel,
             )
-            entry: CacheEntry = cache.commit(staging, manifest)
-            return entry.path
+        return build
+
+    @staticmethod
+    def _commit(
+        cache: ModelCache, v: ModelVariant, staging: Path, build: dict[str, Any] | None
+    ) -> Path:
+        src = v.source
+        manifest = cache.new_manifest(
+            v.id,
+            staging,
+            source=src.describe(),
+            runtime=v.runtime,
+            framework=v.framework,
+            device=v.device,
+            revision=src.revision if src.kind == "huggingface" else src.package_version,
+            build=build,
+        )
+        entry: CacheEntry = cache.commit(staging, manifest)
+        return entry.path
+
+    def inputs(self, v: ModelVariant) -> list[str]:
+        """The ids a download of `v` writes or reads in the cache: `v` and what it is built from."""
+        out = [v.id]
+        seen = {v.id}
+        while v.build is not None and v.build.kind == "hf-to-onnx":
+            parent = self.catalog.get(v.build.from_variant or "")
+            if parent is None or parent.id in seen:
+                break
+            out.append(parent.id)
+            seen.add(parent.id)
+            v = parent
+        return out
 
     def _export_embedding(
         self, source: Path, staging: Path, progress: ProgressCallback, cancel: CancelToken
@@ -207,7 +245,6 @@ class Provisioner:
         names the GGUF (what `ingot model verify --fidelity` compares with)."""
         from engine.compile import import_gguf
 
-        shutil.rmtree(staging, ignore_errors=True)  # import_gguf claims a missing folder itself
         report = import_gguf(gguf, staging, progress=progress, cancel=cancel)
         record = {
             "kind": "gguf-import",
@@ -225,12 +262,6 @@ class Provisioner:
             raise ModelNotFound(f"{v.id} is built from {pid}, which is not in the catalog.")
         return parent
 
-    @staticmethod
-    def _fresh(path: Path) -> None:
-        # Builds are not resumable: start from an empty staging folder.
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-
     def compile_source(
         self,
         source: Path,
@@ -244,53 +275,56 @@ class Provisioner:
     ) -> ModelVariant:
         """A GGUF file or a Hugging Face folder -> an ONNX Runtime GenAI model in the cache,
         registered as a local model named `name`."""
+        if (
+            not (source.is_file() and source.suffix.lower() == ".gguf")
+            and not (source / "config.json").is_file()
+        ):
+            raise InvalidModelFolder(
+                f"{source} is neither a GGUF file nor a Hugging Face folder (no config.json).",
+                param="source",
+            )
         cache = self.cache
-        variant_id = f"{_slug(name)}-{device}-{precision}:1"
-        with cache.variant_lock(variant_id):
-            staging = cache.staging_for(variant_id)
-            self._fresh(staging)
-            work = cache.partial_dir / (staging.name + ".work")
-            self._fresh(work)
-            hf_dir = source
-            on_state(variant_id, "compiling")
-            if source.is_file() and source.suffix.lower() == ".gguf":
-                hf_dir = work / "hf"
-                hf_dir.mkdir()
-                self._compiler().gguf_to_hf(source, hf_dir, progress=progress, cancel=cancel)
-            elif not (source / "config.json").is_file():
-                raise InvalidModelFolder(
-                    f"{source} is neither a GGUF file nor a Hugging Face folder (no config.json).",
-                    param="source",
+        variant_id = compiled_id(name, device, precision)
+        waiting = _waiting(variant_id, progress, "compile")
+        with cache.variant_lock(variant_id, cancel=cancel, on_wait=waiting):
+            scratch = _fresh(cache.build_dir_for(variant_id))
+            try:
+                on_state(variant_id, "compiling")
+                hf_dir = source
+                if source.is_file():
+                    hf_dir = scratch / "hf"
+                    self._compiler().gguf_to_hf(source, hf_dir, progress=progress, cancel=cancel)
+                staging = scratch / "out"
+                self._compiler().hf_to_onnx(
+                    hf_dir,
+                    staging,
+                    precision=precision,
+                    device=device,
+                    extra_options={"prune_lm_head": "true"},
+                    work_dir=scratch / "work",
+                    threads=self.threads,
+                    progress=progress,
+                    cancel=cancel,
                 )
-            self._compiler().hf_to_onnx(
-                hf_dir,
-                staging,
-                precision=precision,
-                device=device,
-                extra_options={"prune_lm_head": "true"},
-                work_dir=work / "build",
-                threads=self.threads,
-                progress=progress,
-                cancel=cancel,
-            )
-            shutil.rmtree(work, ignore_errors=True)
-            manifest = cache.new_manifest(
-                variant_id,
-                staging,
-                source=f"compiled:{source}",
-                runtime="onnx-genai",
-                framework="onnx",
-                device=device,
-                build={"kind": "compile", "precision": precision},
-            )
-            entry = cache.commit(staging, manifest)
+                manifest = cache.new_manifest(
+                    variant_id,
+                    staging,
+                    source=f"compiled:{source}",
+                    runtime="onnx-genai",
+                    framework="onnx",
+                    device=device,
+                    build={"kind": "compile", "precision": precision},
+                )
+                entry = cache.commit(staging, manifest)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         described = self.describe_folder(entry.path, runtime="onnx-genai", name=name)
         from dataclasses import replace
 
         return replace(
             described,
             name=variant_id.rsplit(":", 1)[0],
-            alias=_slug(name),
+            alias=slug(name),
             device=device,  # type: ignore[arg-type]
         )
 
@@ -312,21 +346,26 @@ class Provisioner:
                 param="path",
             )
         cache = self.cache
-        variant_id = f"{_slug(name)}-cpu-gguf:1"
-        with cache.variant_lock(variant_id):
-            staging = cache.staging_for(variant_id)
-            on_state(variant_id, "compiling")
-            report, record = self._import(gguf, staging, progress, cancel)
-            manifest = cache.new_manifest(
-                variant_id,
-                staging,
-                source=f"imported:{gguf}",
-                runtime="onnx-genai",
-                framework="onnx",
-                device="cpu",
-                build=record,
-            )
-            entry = cache.commit(staging, manifest)
+        variant_id = imported_id(name)
+        waiting = _waiting(variant_id, progress, "compile")
+        with cache.variant_lock(variant_id, cancel=cancel, on_wait=waiting):
+            scratch = _fresh(cache.build_dir_for(variant_id))
+            try:
+                on_state(variant_id, "compiling")
+                staging = scratch / "out"
+                report, record = self._import(gguf, staging, progress, cancel)
+                manifest = cache.new_manifest(
+                    variant_id,
+                    staging,
+                    source=f"imported:{gguf}",
+                    runtime="onnx-genai",
+                    framework="onnx",
+                    device="cpu",
+                    build=record,
+                )
+                entry = cache.commit(staging, manifest)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         described = self.describe_folder(entry.path, runtime="onnx-genai", name=name)
         from dataclasses import replace
 
@@ -334,7 +373,7 @@ class Provisioner:
         return replace(
             described,
             name=variant_id.rsplit(":", 1)[0],
-            alias=_slug(name),
+            alias=slug(name),
             description=f"Imported from {gguf} ({exact}: {report.exact or report.requantized})",
         )
 
@@ -361,7 +400,7 @@ class Provisioner:
         if not self.is_present(v):
             raise InvalidRequest(
                 f"{v.id} is not downloaded, so there is nothing to compare.",
-                hint=f"Run `ingot model download {v.alias}` first.",
+                hint=f"Run `ingot model download {v.id}` first.",
                 param="model",
             )
         entry = self.cache.get(v.id)
@@ -510,7 +549,7 @@ class Provisioner:
             except (AttributeError, TypeError, ValueError) as e:
                 raise _bad_config(folder / "config.json", e) from None
             framework = "vllm"
-        base = _slug(name or folder.name)
+        base = slug(name or folder.name)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         return ModelVariant(
             name=base,
@@ -550,9 +589,42 @@ def _bad_config(path: Path, e: Exception) -> InvalidModelFolder:
     )
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A registered model's name and alias from what the user typed (or a file's name)."""
     s = re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.")
     return s or "model"
+
+
+def compiled_id(name: str, device: str, precision: str) -> str:
+    """The variant id `ingot model compile --name` makes (known before the build starts, so the
+    service can refuse a clash and guard the variant while it builds)."""
+    return f"{slug(name)}-{device}-{precision}:1"
+
+
+def imported_id(name: str) -> str:
+    """The variant id `ingot model import --name` makes."""
+    return f"{slug(name)}-cpu-gguf:1"
+
+
+def _fresh(path: Path) -> Path:
+    # Builds are not resumable: each starts from an empty scratch folder.
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _waiting(variant_id: str, progress: ProgressCallback, stage: str) -> Callable[[], None]:
+    """Says why nothing moves while another process holds the variant's lock."""
+
+    def report() -> None:
+        progress(
+            Progress(
+                stage=stage,
+                message=f"Waiting for another Ingot process that is preparing {variant_id}",
+            )
+        )
+
+    return report
 
 
 def precision_of(text: str) -> Precision:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from engine.cache import ModelCache
 from engine.cache_dest import check_cache_destination
-from engine.catalog.catalog import ModelCatalog
+from engine.catalog.catalog import ModelCatalog, check_registration_name
 from engine.catalog.fit import check_fit
 from engine.catalog.variant import CHAT_TASK, EMBEDDINGS_TASK, Device, ModelVariant
 from engine.chat import check_text, prepare_chat
@@ -34,9 +34,17 @@ from engine.errors import (
 from engine.events import EventBus, ModelStateEvent
 from engine.generate import PromptPlan, run_generation
 from engine.hardware import HardwareProfile, probe_hardware
+from engine.jobs import ProvisioningJobs
 from engine.loader import TtlLoader
 from engine.progress import CancelToken, Progress, ProgressCallback, no_progress
-from engine.provisioning import Provisioner, StateCallback, precision_of
+from engine.provisioning import (
+    Provisioner,
+    StateCallback,
+    compiled_id,
+    imported_id,
+    precision_of,
+    slug,
+)
 from engine.requests import ChatRequest, CompletionRequest, GenerationStreamEvent
 from engine.runtimes.base import ModelInstance
 from engine.selector import RuntimeSelector
@@ -79,6 +87,7 @@ class EngineService:
         self.version = version
         self.started_at = clock.wall()
         self.provisioner = provisioner_factory(self)
+        self.jobs = ProvisioningJobs()
         self._metrics_task: asyncio.Task[None] | None = None
         self.loader = TtlLoader(
             runtime_for=runtimes.for_variant,
@@ -97,8 +106,15 @@ class EngineService:
         self.telemetry.start()
         if self._metrics_task is None:
             self._metrics_task = asyncio.create_task(self._poll_runtime_metrics())
+        # A build killed mid-way (a crash, a power cut) leaves its scratch, maybe gigabytes,
+        # where `cache info` does not count it; a build another process runs holds its lock.
+        try:
+            await asyncio.to_thread(self.cache.clear_stale_builds)
+        except (OSError, IngotError) as e:  # an unwritable cache must not stop the engine
+            log.warning("could not clear stale build folders in %s: %s", self.cache.root, e)
 
     async def close(self) -> None:
+        await self.jobs.close()
         if self._metrics_task is not None:
             self._metrics_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,11 +235,28 @@ class EngineService:
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
     ) -> ModelView:
-        """Download (and build, where the variant is compiled locally) into the cache."""
+        """Download (and build, where the variant is compiled locally) into the cache.
+
+        Callers asking for a variant already on its way join that download (ProvisioningJobs):
+        one transfer, one worker thread, everyone gets its progress and result. Cancelling one
+        caller stops the download only if no other caller waits for it."""
         v = self.resolve(name)
         if self.provisioner.is_present(v):
             return self.view(v)
-        cancel = cancel or CancelToken()
+        await self.jobs.join(
+            v.id,
+            lambda prog, token: self._fetch(v, prog, token),
+            progress=progress,
+            cancel=cancel or CancelToken(),
+            holds=self.provisioner.inputs(v),
+            what="downloaded",
+        )
+        return self.view(v)
+
+    async def _fetch(
+        self, v: ModelVariant, progress: ProgressCallback, cancel: CancelToken
+    ) -> None:
+        """One download (or build) of `v` into the cache, however many callers wait for it."""
         loop = asyncio.get_running_loop()
 
         def on_state(vid: str, state: str) -> None:
@@ -241,7 +274,6 @@ class EngineService:
             self._state(v.id, "failed", e.message)
             raise
         self._state(v.id, "cached")
-        return self.view(v)
 
     async def register(
         self,
@@ -251,6 +283,10 @@ class EngineService:
         name: str | None = None,
         alias: str | None = None,
     ) -> ModelView:
+        if name is not None:
+            check_registration_name(name, "name")
+        if alias is not None:
+            check_registration_name(alias, "alias")
         # A vLLM folder runs on the GPU where there is one (vLLM's CUDA build); ONNX folders are
         # CPU builds unless compiled for CUDA.
         device: Device = "cuda" if runtime == "vllm" and self._hardware.has_cuda else "cpu"
@@ -259,11 +295,7 @@ class EngineService:
         )
         if self.catalog.registrations is None:
             raise IngotError("This engine has no registration store.")
-        existing = self.catalog.get(v.id)
-        if existing and not self.catalog.is_registered(v.id):
-            raise InvalidRequest(
-                f"'{v.id}' is already a catalog model.", hint="Register it under another --name."
-            )
+        self.catalog.check_registration(v.id, v.alias)
         self.catalog.registrations.add(v)
         self._state(v.id, "registered")
         return self.view(v)
@@ -281,19 +313,28 @@ class EngineService:
         """Compile a GGUF file, a Hugging Face folder or an HF-format catalog model to ONNX."""
         cancel = cancel or CancelToken()
         prec = precision_of(precision)
+        if name is not None:
+            check_registration_name(name, "name")
         path = Path(source).expanduser()
-        if not path.exists():
-            # A catalog model in Hugging Face format (e.g. a vLLM variant): fetch it first.
-            v = self.resolve(source)
-            view = await self.download(v.id, progress=progress, cancel=cancel)
-            if view.path is None or not (view.path / "config.json").is_file():
-                raise InvalidRequest(
-                    f"{v.id} is not in Hugging Face format, so there is nothing to compile.",
-                    param="source",
-                )
-            path, default_name = view.path, v.alias
+        from_catalog = None if path.exists() else self.resolve(source)
+        if from_catalog is not None:
+            # Named apart from the catalog model it comes from, whose alias the catalog owns.
+            default_name = f"{from_catalog.alias}-local"
         else:
             default_name = path.stem if path.is_file() else path.name
+        vid = compiled_id(name or default_name, device, prec)
+        self._check_new(vid, name or default_name)  # before a download or an hour of compiling
+        reads: list[str] = []
+        if from_catalog is not None:
+            # A catalog model in Hugging Face format (e.g. a vLLM variant): fetch it first.
+            view = await self.download(from_catalog.id, progress=progress, cancel=cancel)
+            if view.path is None or not (view.path / "config.json").is_file():
+                raise InvalidRequest(
+                    f"{from_catalog.id} is not in Hugging Face format, so there is nothing to "
+                    "compile.",
+                    param="source",
+                )
+            path, reads = view.path, [from_catalog.id]
 
         def work(prog: ProgressCallback, on_state: StateCallback) -> ModelVariant:
             return self.provisioner.compile_source(
@@ -306,7 +347,14 @@ class EngineService:
                 on_state=on_state,
             )
 
-        return await self._build_and_register(work, progress, cancel)
+        with self.jobs.hold([vid, *reads], "compiled"):
+            return await self._build_and_register(work, progress, cancel)
+
+    def _check_new(self, variant_id: str, name: str) -> None:
+        """Refuse, before any work, a compile or import whose model would take a catalog name."""
+        self.catalog.check_registration(
+            variant_id, slug(name), hint="Give it another name with --name."
+        )
 
     async def _build_and_register(
         self,
@@ -339,14 +387,20 @@ class EngineService:
         """Import a GGUF file keeping its own quantised blocks (Q4_0, Q4_1, Q8_0) as a local
         ONNX Runtime GenAI model; other tensor types are re-quantised to int8 and reported."""
         cancel = cancel or CancelToken()
+        if name is not None:
+            check_registration_name(name, "name")
         gguf = path.expanduser().resolve()
+        name = name or gguf.stem
+        vid = imported_id(name)
+        self._check_new(vid, name)
 
         def work(prog: ProgressCallback, on_state: StateCallback) -> ModelVariant:
             return self.provisioner.import_source(
-                gguf, name=name or gguf.stem, progress=prog, cancel=cancel, on_state=on_state
+                gguf, name=name, progress=prog, cancel=cancel, on_state=on_state
             )
 
-        return await self._build_and_register(work, progress, cancel)
+        with self.jobs.hold([vid], "imported"):
+            return await self._build_and_register(work, progress, cancel)
 
     async def verify_fidelity(
         self,
@@ -359,12 +413,21 @@ class EngineService:
         an embedding model, the cosine of its vectors with the torch reference's."""
         v = self.resolve(name)
         cancel = cancel or CancelToken()
-        return await self._in_thread(
-            lambda prog: self.provisioner.fidelity(v, prog, cancel), progress, cancel
-        )
+        with self.jobs.hold(self.provisioner.inputs(v), "checked"):
+            return await self._in_thread(
+                lambda prog: self.provisioner.fidelity(v, prog, cancel), progress, cancel
+            )
 
     async def delete(self, name: str) -> bool:
         v = self.resolve(name)
+        if doing := self.jobs.busy(v.id):
+            # Its partial files are being written (or read, by a build): removing them now
+            # would break that operation and leave half a folder.
+            raise ModelBusy(
+                f"{v.id} is being {doing}.",
+                hint="Cancel that (or wait for it to finish), then remove the model.",
+                model=v.id,
+            )
         if self.loader.get_loaded(v.id) and not await self.loader.unload(v.id, force=False):
             raise ModelBusy(
                 f"{v.id} is running requests.",
@@ -393,14 +456,17 @@ class EngineService:
         if dest == self.cache.root.resolve():
             # Already there: nothing to move, so no reason to unload the running models.
             return self.cache_info()
-        if any(e.active for e in self.loader.loaded()):
-            raise ModelBusy("Models are running requests.", hint="Retry when they are idle.")
-        for e in self.loader.loaded():
-            await self.loader.unload(e.variant.id, force=True)
-        new = await asyncio.to_thread(self.cache.move_to, dest)
-        self.cache = new
-        self.config.home.mkdir(parents=True, exist_ok=True)
-        self.config.cache_pointer.write_text(str(new.root), encoding="utf-8")
+        # Downloads and builds in flight would commit into the old cache (or lose their partial
+        # files mid-write): refused while they run, and none starts until the move is done.
+        with self.jobs.moving(dest):
+            if any(e.active for e in self.loader.loaded()):
+                raise ModelBusy("Models are running requests.", hint="Retry when they are idle.")
+            for e in self.loader.loaded():
+                await self.loader.unload(e.variant.id, force=True)
+            new = await asyncio.to_thread(self.cache.move_to, dest)
+            self.cache = new
+            self.config.home.mkdir(parents=True, exist_ok=True)
+            self.config.cache_pointer.write_text(str(new.root), encoding="utf-8")
         return self.cache_info()
 
     async def cache_verify(self, name: str | None = None) -> dict[str, list[str]]:
@@ -413,7 +479,8 @@ class EngineService:
         if not self.provisioner.is_present(v):
             raise ModelNotCached(
                 f"{v.id} is not downloaded yet.",
-                hint=f"Run `ingot model download {v.alias}` first.",
+                # The id, not the alias: the alias may resolve to another variant of the model.
+                hint=f"Run `ingot model download {v.id}` first.",
                 model=v.id,
             )
         why = self.runtimes.unavailable_reason(v)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -22,6 +23,13 @@ from engine.errors import InvalidRequest, ModelNotFound
 from engine.hardware import HardwareProfile
 
 DEVICE_RANK = {"cuda": 0, "cpu": 1}
+# What a registered model may be called (--name, --alias): it becomes part of folder names and of
+# ids (`name:version`, so no colon), and people type it.
+REGISTRATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+NAME_RULE = (
+    "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit "
+    "(no spaces, slashes or colons)"
+)
 FRAMEWORK_RANK = {"onnx": 0, "vllm": 1}
 
 
@@ -84,6 +92,26 @@ class ModelCatalog:
             for v in self.registrations.load():
                 merged[v.id] = v
         return list(merged.values())
+
+    def check_registration(
+        self, variant_id: str, alias: str, *, hint: str = "Register it under another --name."
+    ) -> None:
+        """Refuse a registration (or a compile or import, which register what they make) whose
+        id, name or alias is one a catalog model answers to: it would answer to clients that ask
+        for the catalog model, or hide it. Compared without case, as people type names."""
+        name = variant_id.rsplit(":", 1)[0]
+        taken: dict[str, ModelVariant] = {}
+        for v in self._base.values():
+            for word in (v.id, v.name, v.alias):
+                taken.setdefault(word.lower(), v)
+        for word, param in ((variant_id, "name"), (name, "name"), (alias, "alias")):
+            owner = taken.get(word.lower())
+            if owner is not None:
+                raise InvalidRequest(
+                    f"'{word}' is taken by the catalog model {owner.id} (its id, name or alias).",
+                    hint=hint,
+                    param=param,
+                )
 
     def get(self, variant_id: str) -> ModelVariant | None:
         return next((v for v in self.all() if v.id == variant_id), None)
@@ -151,6 +179,17 @@ class ModelCatalog:
                 f"Did you mean {', '.join(repr(c) for c in close)}? `ingot model list` shows all."
             )
         return "Run `ingot model list` to see the catalog."
+
+
+def check_registration_name(value: str, param: str) -> None:
+    """A --name or --alias a user gives a model of their own: InvalidRequest saying what is
+    allowed, otherwise."""
+    if not REGISTRATION_NAME.fullmatch(value):
+        raise InvalidRequest(
+            f"{value[:80]!r} cannot be a model {param}.",
+            hint=f"Use {NAME_RULE}.",
+            param=param,
+        )
 
 
 def validate_model_name(name: str) -> None:

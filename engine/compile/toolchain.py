@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from engine.errors import ToolchainMissing
+from engine.runtimes.child_process import without_secrets
 
 GGUF_TO_HF_MODULES = ("torch", "transformers", "gguf", "accelerate")
 HF_TO_ONNX_MODULES = ("torch", "transformers", "onnx", "onnx_ir", "onnxruntime_genai")
@@ -104,8 +105,9 @@ def engine_path_entry() -> str:
 
 
 def child_env(threads: int | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a compile child: engine importable, no progress bars, no network."""
-    env = dict(os.environ)
+    """The environment of a compile child: engine importable, no progress bars, no network, and
+    none of the engine's secrets (a conversion script has no use for an API key or hub token)."""
+    env = without_secrets(os.environ)
     entries = [engine_path_entry()]
     if env.get("PYTHONPATH"):
         entries.append(env["PYTHONPATH"])

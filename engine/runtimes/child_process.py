@@ -13,14 +13,39 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 # asyncio's default line limit for the child's pipes.
 DEFAULT_LIMIT = 2**16
+
+# Secrets a model's process never needs: it reads a local folder, offline. Whatever a child holds
+# in its environment, everything that can read the child can read (its own plugins and custom
+# model code, a crash dump, /proc/<pid>/environ of a process that dropped privileges less), so the
+# engine's REST key and the user's hub and cloud tokens stay with the engine.
+SECRET_NAMES = frozenset(
+    {"INGOT_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "VLLM_API_KEY"}
+)
+# ... and anything named like a secret: GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY, ANTHROPIC_API_KEY,
+# HF_TOKEN_PATH. Whole words between underscores, so TOKENIZERS_PARALLELISM stays.
+SECRET_WORDS = re.compile(
+    r"(?:^|_)(?:TOKENS?|SECRETS?|PASSWORDS?|PASSWD|API_?KEYS?|ACCESS_KEYS?|PRIVATE_KEYS?|"
+    r"CREDENTIALS?)(?:_|$)",
+    re.IGNORECASE,
+)
+
+
+def is_secret(name: str) -> bool:
+    return name.upper() in SECRET_NAMES or SECRET_WORDS.search(name) is not None
+
+
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` less every variable that holds, or is named like, a secret (see SECRET_NAMES)."""
+    return {k: v for k, v in env.items() if not is_secret(k)}
 
 
 def describe_exit(code: int) -> str:
@@ -35,8 +60,9 @@ def kill_group(pgid: int | None) -> None:
 
 class ChildProcess:
     def __init__(self, argv: list[str], *, env: dict[str, str] | None, name: str) -> None:
+        """`env`: the child's whole environment, as given; None: the engine's, less secrets."""
         self.argv = argv
-        self.env = env
+        self.env = env if env is not None else without_secrets(os.environ)
         self.name = name
         self.proc: asyncio.subprocess.Process | None = None
         self.exit_reason: str | None = None

@@ -11,6 +11,7 @@ import psutil
 
 from engine.errors import LoadFailed
 from engine.progress import Progress, ProgressCallback
+from engine.runtimes.child_process import without_secrets
 from engine.runtimes.worker_process import WorkerFailed, WorkerProcess
 
 # The engine package's parent, so `-m engine.runtimes.<worker>` imports this very engine.
@@ -18,7 +19,9 @@ _IMPORT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def worker_env() -> dict[str, str]:
-    env = dict(os.environ)
+    """The engine's environment, less secrets (a worker reads a local folder, offline), with
+    this engine importable."""
+    env = without_secrets(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_IMPORT_ROOT, env.get("PYTHONPATH")) if p)
     return env
 

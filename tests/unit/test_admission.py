@@ -122,3 +122,27 @@ async def test_a_full_queue_refuses_before_rendering_or_tokenising(tmp_path: Pat
         assert (inst.renders, inst.counts) == (2, 2)
     finally:
         await svc.close()
+
+
+async def test_token_counts_wait_in_the_queue_and_refuse_what_cannot_fit(tmp_path: Path) -> None:
+    rt = CountingRuntime(words=["a"] * 200, delay=0.01)
+    svc = _engine(tmp_path, rt, queue_limit=1)
+    await svc.start()
+    try:
+        await svc.load("tiny")
+        inst = rt.instances[0]
+        assert isinstance(inst, CountingInstance)
+        assert await svc.count_tokens("tiny", prompt="one two three") == 3
+        with pytest.raises(ContextTooLong):
+            await svc.count_tokens("tiny", prompt="x" * (64 * MAX_CHARS_PER_TOKEN + 1))
+        msgs: list[dict[str, Any]] = [{"role": "user", "content": "hi"}]
+        running = asyncio.create_task(_run(svc, ChatRequest("tiny", msgs)))
+        counting = asyncio.create_task(svc.count_tokens("tiny", messages=msgs))
+        await asyncio.sleep(0.2)
+        assert not counting.done(), "the count waits for the running generation's slot"
+        with pytest.raises(EngineBusy):
+            await svc.count_tokens("tiny", prompt="full queue")
+        await running
+        assert await counting == 2
+    finally:
+        await svc.close()

@@ -37,6 +37,12 @@ CPU_KV_SHARE = 0.5
 TYPICAL_SEQUENCE = 1024
 MIN_CONTEXT = 512
 MAX_SEQS_GPU = 256
+# A shared GPU (the default: a desktop's card also drives the display and other programs) gets
+# what the model needs: this many sequences of typical length, at least one full planned context,
+# plus a margin for vLLM's own estimate being off.
+SHARED_SEQS = 16
+SHARED_MARGIN = 0.10
+GpuMode = Literal["shared", "dedicated"]
 MAX_SEQS_CPU = 32
 BLOCK = 16
 
@@ -53,6 +59,8 @@ class VllmPreferences:
     tensor_parallel_size: int | None = None
     # The CPU build's KV cache in GiB (VLLM_CPU_KVCACHE_SPACE).
     kv_cache_space_gib: int | None = None
+    # "shared" (default): size the GPU memory for the need; "dedicated": take up to 90 % of it.
+    gpu_mode: GpuMode | None = None
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
 
@@ -70,6 +78,11 @@ class VllmPreferences:
             kw["extra_args"] = tuple(str(a) for a in kw["extra_args"])
         if "env" in kw:
             kw["env"] = {str(k): str(v) for k, v in dict(kw["env"]).items()}
+        if kw.get("gpu_mode") not in (None, "shared", "dedicated"):
+            raise InvalidRequest(
+                f"{origin}: gpu_mode is {kw['gpu_mode']!r}.",
+                hint='Use "shared" (size GPU memory for the need) or "dedicated" (take the card).',
+            )
         return VllmPreferences(**kw)
 
     def over(self, base: VllmPreferences) -> VllmPreferences:
@@ -218,6 +231,17 @@ def _choose_len(
     return _round_len(kv_tokens, context)
 
 
+def _shared_kv_tokens(variant: ModelVariant, prefs: VllmPreferences) -> int:
+    length = min(variant.context_length, prefs.max_model_len or variant.planned_context)
+    seqs = prefs.max_num_seqs or SHARED_SEQS
+    return max(length, seqs * min(length, TYPICAL_SEQUENCE))
+
+
+def _shared_need(variant: ModelVariant, prefs: VllmPreferences, fixed: int, bpt: int) -> int:
+    """GPU memory a shared card gives: weights and runtime, KV for the planned sequences, margin."""
+    return int((fixed + bpt * _shared_kv_tokens(variant, prefs)) * (1 + SHARED_MARGIN))
+
+
 def _plan_cuda(
     variant: ModelVariant, hw: HardwareProfile, prefs: VllmPreferences, kv: KvShape | None
 ) -> VllmPlan:
@@ -256,7 +280,17 @@ def _plan_cuda(
                 "or free GPU memory.",
             )
     else:
-        util = math.floor(min(MAX_GPU_FRACTION, (free - GPU_HEADROOM) / total) * 100) / 100
+        most = math.floor(min(MAX_GPU_FRACTION, (free - GPU_HEADROOM) / total) * 100) / 100
+        util = most
+        if prefs.gpu_mode != "dedicated" and bpt is not None:
+            need = _shared_need(variant, prefs, weights + overhead, bpt)
+            util = min(most, math.ceil(need / total * 100) / 100)
+            notes.append(
+                f"shared GPU: sized for the need, {_gib(need)} (weights, runtime, KV cache for "
+                f"{_shared_kv_tokens(variant, prefs)} tokens, {SHARED_MARGIN:.0%} margin); "
+                'gpu_mode "dedicated" in vllm.json takes up to '
+                f"{MAX_GPU_FRACTION:.2f} of the card"
+            )
         notes.append(
             f"GPU {gpu.index} ({gpu.name}): {_gib(free)} free of {_gib(total)}; "
             f"using {util:.2f} of it"
@@ -276,7 +310,14 @@ def _plan_cuda(
         )
     kv_tokens = None if bpt is None else kv_budget // bpt
     max_len = _choose_len(variant, kv_tokens, prefs, f"GPU {gpu.index}")
-    if max_len < variant.context_length and prefs.max_model_len is None:
+    if prefs.gpu_mode != "dedicated" and max_len > variant.planned_context:
+        if prefs.max_model_len is None:
+            notes.append(
+                f"context planned at {variant.planned_context} of {variant.context_length} "
+                "tokens on a shared GPU; max_model_len in vllm.json raises it"
+            )
+            max_len = variant.planned_context
+    elif max_len < variant.context_length and prefs.max_model_len is None:
         notes.append(f"context capped at {max_len} of {variant.context_length} tokens to fit KV")
     seqs = prefs.max_num_seqs or _seqs(kv_tokens, MAX_SEQS_GPU)
     notes.append(

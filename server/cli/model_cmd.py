@@ -137,6 +137,10 @@ def info_fields(mi: m.ModelInfo) -> list[tuple[str, str]]:
     ]
     if mi.loaded and mi.memory_bytes:
         pairs.append(("memory used", human_bytes(mi.memory_bytes)))
+    plan = (mi.runtime_info or {}).get("plan")
+    if isinstance(plan, dict) and plan.get("notes"):
+        # Why the vLLM server got the memory it has (shared or dedicated GPU, capped context).
+        pairs.append(("vLLM plan", "; ".join(str(n) for n in plan["notes"])))
     if mi.registered:
         pairs.append(("registered", "yes (your own model)"))
     if mi.description:

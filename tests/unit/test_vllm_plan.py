@@ -74,13 +74,36 @@ def test_cuda_plan_on_a_roomy_gpu_takes_the_whole_context_and_many_sequences() -
         context_length=32768,
         kv=QWEN15_KV,
     )
-    plan = plan_vllm(v, hw(gpus=((24, 23),)), "cuda")
+    plan = plan_vllm(v, hw(gpus=((24, 23),)), "cuda", VllmPreferences(gpu_mode="dedicated"))
     assert plan.gpu_memory_utilization == 0.90
     assert plan.max_model_len == 32768 and plan.max_num_seqs == 256
     assert plan.gpu_index == 0 and plan.environment() == {"CUDA_VISIBLE_DEVICES": "0"}
     assert "--gpu-memory-utilization" in plan.args() and "--enforce-eager" not in plan.args()
     # Weights + runtime + KV fit in the fraction chosen.
     assert plan.weights_bytes + plan.kv_cache_bytes < plan.memory_bytes
+
+
+def test_a_shared_gpu_gets_what_the_model_needs_not_the_card() -> None:
+    """The default on a desktop card: a 135M model on a 141 GB GPU takes ~2 GiB, not 126 GiB."""
+    v = variant(
+        "smollm", framework="vllm", device="cuda", size=270_000_000, context_length=8192,
+        kv=SMOLLM_KV,
+    )  # fmt: skip
+    plan = plan_vllm(v, hw(gpus=((141, 140),)), "cuda")
+    assert plan.gpu_memory_utilization is not None and plan.gpu_memory_utilization <= 0.02
+    assert plan.memory_bytes < 3 * GIB
+    # Room for the planned context and 16 typical sequences at once.
+    assert plan.max_model_len == 4096 and plan.max_num_seqs >= 16
+    assert plan.kv_tokens is not None and plan.kv_tokens >= 16 * 1024
+    assert any("shared GPU" in n and "dedicated" in n for n in plan.notes)
+    dedicated = plan_vllm(v, hw(gpus=((141, 140),)), "cuda", VllmPreferences(gpu_mode="dedicated"))
+    assert dedicated.gpu_memory_utilization == 0.90 and dedicated.max_model_len == 8192
+    # A user who asks for a longer context on a shared card gets the memory for it.
+    longer = plan_vllm(v, hw(gpus=((141, 140),)), "cuda", VllmPreferences(max_model_len=8192))
+    assert longer.max_model_len == 8192 and longer.kv_tokens is not None
+    assert longer.kv_tokens >= 16 * 1024 and longer.memory_bytes < 3 * GIB
+    with pytest.raises(InvalidRequest):
+        VllmPreferences.from_dict({"gpu_mode": "all"}, "vllm.json")
 
 
 def test_cuda_plan_leaves_headroom_on_a_busy_gpu_and_caps_the_context() -> None:
@@ -92,7 +115,7 @@ def test_cuda_plan_leaves_headroom_on_a_busy_gpu_and_caps_the_context() -> None:
         context_length=131072,
         kv=PHI35_KV,
     )
-    plan = plan_vllm(v, hw(gpus=((16, 12),)), "cuda")
+    plan = plan_vllm(v, hw(gpus=((16, 12),)), "cuda", VllmPreferences(gpu_mode="dedicated"))
     # 12 GiB free of 16: at most (12 - 0.5) / 16 of the GPU.
     assert plan.gpu_memory_utilization == 0.71
     assert plan.kv_tokens is not None and plan.max_model_len <= plan.kv_tokens < 131072
@@ -191,3 +214,28 @@ def test_preferences_come_from_the_catalog_then_the_users_file(tmp_path: Path) -
     with pytest.raises(InvalidRequest) as e:
         load_preferences(f, v)
     assert "max_num_seq" in e.value.message and "max_num_seqs" in (e.value.hint or "")
+
+
+def test_model_info_says_why_the_plan_took_what_it_took() -> None:
+    from engine.catalog.fit import FitVerdict
+    from engine.views import ModelView
+    from server.cli.model_cmd import info_fields
+    from server.translate import model_info
+
+    v = variant(
+        "smollm", framework="vllm", device="cuda", size=270_000_000, context_length=8192,
+        kv=SMOLLM_KV,
+    )  # fmt: skip
+    plan = plan_vllm(v, hw(gpus=((141, 140),)), "cuda")
+    view = ModelView(
+        variant=v,
+        cached=True,
+        path=None,
+        loaded=True,
+        loading=False,
+        fit=FitVerdict(True, 1, 2, "fits"),
+        runtime_unavailable=None,
+        runtime_info={"plan": plan.to_dict()},
+    )
+    fields = dict(info_fields(model_info(view)))
+    assert "shared GPU" in fields["vLLM plan"] and "using 0.02" in fields["vLLM plan"]

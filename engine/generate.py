@@ -182,7 +182,13 @@ async def run_generation(
                 model_id=variant.id,
                 text="" if calls else text,
                 finish_reason=finish,
-                usage=Usage(n_prompt, tokens, rec.cached_tokens),
+                usage=Usage(
+                    n_prompt,
+                    tokens,
+                    rec.cached_tokens,
+                    rec.accepted_prediction_tokens,
+                    rec.rejected_prediction_tokens,
+                ),
                 record=rec,
                 tool_calls=tuple(calls),
             )

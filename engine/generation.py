@@ -18,6 +18,10 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     repetition_penalty: float | None = None
+    # Text the answer will probably repeat (OpenAI's Predicted Outputs; an edit's selection):
+    # runtimes that can verify several tokens at once draft from it. Greedy output is the same
+    # with or without it; sampled requests ignore it.
+    prediction: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class RuntimeStats:
     finish_reason: FinishReason
     # Prompt tokens whose KV cache came from an earlier request (not prefilled again).
     cached_tokens: int = 0
+    # Draft tokens from the prediction that the model kept, and those it computed and threw away.
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
 
 GenerationEvent = TextDelta | RuntimeStats

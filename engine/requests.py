@@ -50,6 +50,9 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0  # of prompt_tokens, reused from an earlier request's KV cache
+    # Draft tokens from the request's prediction the model kept / computed and threw away.
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

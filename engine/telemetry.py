@@ -37,6 +37,8 @@ class RequestRecord:
     decode_tps: float | None
     finish_reason: str
     cached_tokens: int = 0  # prompt tokens reused from an earlier request's KV cache
+    accepted_prediction_tokens: int = 0  # draft tokens from the request's prediction kept
+    rejected_prediction_tokens: int = 0  # and computed but thrown away
 
     @staticmethod
     def from_stats(
@@ -82,6 +84,8 @@ class RequestRecord:
             decode_tps=decode,
             finish_reason=finish_reason,
             cached_tokens=stats.cached_tokens,
+            accepted_prediction_tokens=stats.accepted_prediction_tokens,
+            rejected_prediction_tokens=stats.rejected_prediction_tokens,
         )
 
 

@@ -129,6 +129,22 @@ class ResponseFormat(_Closed):
     grammar: str | None = Field(None, description="With type grammar: a Lark grammar.")
 
 
+class Prediction(_Closed):
+    """Predicted Outputs: text the answer will probably repeat (the code an edit rewrites)."""
+
+    type: Literal["content"]
+    content: str | Annotated[list[ContentPart], Field(min_length=1, max_length=1024)]
+
+    def text(self) -> str:
+        """The predicted text; only text parts are allowed (ValueError names the others)."""
+        if isinstance(self.content, str):
+            return self.content
+        kinds = {p.type for p in self.content if p.type != "text" or p.text is None}
+        if kinds:
+            raise ValueError(f"prediction content parts must be text, not {sorted(kinds)}")
+        return "".join(p.text or "" for p in self.content)
+
+
 class StreamOptions(_Closed):
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
@@ -168,6 +184,8 @@ class ChatCompletionRequest(_Generation):
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # Greedy answers are the same with it, only faster; sampled ones ignore it (docs/rest.md).
+    prediction: Prediction | None = None
     # Accepted and ignored: they do not change the output.
     store: bool | None = None
     metadata: dict[str, str] | None = None
@@ -208,7 +226,6 @@ _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "echo": (None, False),
     "audio": (None,),
     "modalities": (None, ["text"]),
-    "prediction": (None,),
     "web_search_options": (None,),
     "reasoning_effort": (None,),
     "verbosity": (None,),
@@ -242,12 +259,20 @@ class PromptTokensDetails(_Response):
     cached_tokens: int
 
 
+class CompletionTokensDetails(_Response):
+    # As OpenAI reports Predicted Outputs: prediction tokens that were / were not used.
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
 class Usage(_Response):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     # As OpenAI reports prompt caching: prompt tokens whose KV cache an earlier request made.
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class FunctionOut(_Response):

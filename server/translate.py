@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from engine.cache import CacheEntry
@@ -150,7 +151,7 @@ def chat_request(p: g.ChatParams) -> ChatRequest:
     return ChatRequest(
         model=p.model,
         messages=[msg.model_dump(exclude_none=True) for msg in p.messages],
-        params=sampling(p),
+        params=replace(sampling(p), prediction=p.prediction or None),
         tools=p.tools,
         tool_choice=p.tool_choice,
         response_format=p.response_format,
@@ -208,6 +209,8 @@ def generation_result(r: GenerationResult) -> g.GenerationResult:
             completion_tokens=r.usage.completion_tokens,
             total_tokens=r.usage.total_tokens,
             cached_tokens=r.usage.cached_tokens,
+            accepted_prediction_tokens=r.usage.accepted_prediction_tokens,
+            rejected_prediction_tokens=r.usage.rejected_prediction_tokens,
         ),
         telemetry=request_telemetry(r.record),
     )

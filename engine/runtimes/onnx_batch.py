@@ -23,6 +23,7 @@ Greedy output is token-for-token the same as ORT GenAI's for the same prompt (te
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ from engine.runtimes.onnx_session import (
     common_prefix,
     search_options,
 )
+from engine.runtimes.onnx_speculative import LOGITS_FROM, VERIFY_TOKENS, Drafter, verify_model
 
 
 def batchable_folder(folder: Path) -> dict[str, Any] | None:
@@ -87,6 +89,14 @@ class DecodeBatch:
         self._rows_cap = 0
         self.capacity = 0
         self._logits = outs.get("logits", "logits")
+        # The verifying session for rows with a prediction (onnx_speculative), built when the
+        # first arrives (want_verifier); False if it cannot be.
+        self._folder, self._filename, self._threads = folder, str(dec["filename"]), threads
+        self._verifier: Any = None
+        self._verifier_thread: threading.Thread | None = None
+        self._aliases: dict[str, str] = {}
+        self._vio: Any = None
+        self.drafted = 0  # verifying passes run (for the worker's metrics)
         self.search = model_cfg.get("search") or {}
         self.rows: list[BatchedSequence] = []
         self._bound_rows = -1
@@ -139,6 +149,11 @@ class DecodeBatch:
             return
         n = self._due()
         stepped = self.rows[:n]
+        # A row with a prediction drafts only when it decodes alone: a pass verifies one row's
+        # tokens, and rows batched together already keep the cores busy.
+        if n == 1 and stepped[0].drafter is not None and self._speculate(stepped[0]):
+            self.last_step = max((s.last_step for s in self.rows), default=self.last_step)
+            return
         lens = np.array([s.length for s in stepped], np.int64)
         for i, seq in enumerate(stepped):
             self._ids[i, 0] = seq.next_input
@@ -163,13 +178,91 @@ class DecodeBatch:
         self.last_step = max((s.last_step for s in self.rows), default=self.last_step)
         self._reprioritise()
 
+    # -- speculative decoding -------------------------------------------------------------------
+    def _speculate(self, seq: BatchedSequence) -> bool:
+        """One verifying pass for `seq` (row 0, decoding alone) if its drafter has drafts: the
+        newest token and the drafts in one forward pass, keeping those the model would have
+        chosen. False: nothing to verify, decode it as usual."""
+        assert seq.drafter is not None
+        limit = min(VERIFY_TOKENS - 1, seq.max_new - seq.produced - 1)
+        if seq.length + VERIFY_TOKENS > self.capacity:
+            limit = 0
+        drafts = seq.drafter.propose(limit)
+        if not drafts or (session := self._verify_session()) is None:
+            return False
+        ids = [seq.next_input, *drafts]
+        ids += [drafts[-1]] * (VERIFY_TOKENS - len(ids))  # padding: written past the length
+        io = self._verify_binding(session)
+        io.bind_cpu_input("input_ids", np.array([ids], np.int64))
+        io.bind_cpu_input("attention_mask", np.ones((1, seq.length + VERIFY_TOKENS), np.int64))
+        io.bind_cpu_input(LOGITS_FROM, np.array([-VERIFY_TOKENS], np.int64))
+        try:
+            session.run_with_iobinding(io)
+            logits = io.get_outputs()[0].numpy()[0]
+        except Exception as e:
+            seq.fail(e)
+            return True
+        self.steps += 1
+        self.drafted += 1
+        self.tokens += seq.verified(logits, drafts)
+        return True
+
+    def want_verifier(self) -> None:
+        """Build the verifying session in the background (once; ~1 s and a third copy of the
+        weights while the batch lives): rows with a prediction decode as usual meanwhile."""
+        if self._verifier is None and self._verifier_thread is None:
+            self._verifier_thread = threading.Thread(
+                target=self.prepare_verifier, name="ingot-verifier-load", daemon=True
+            )
+            self._verifier_thread.start()
+
+    def prepare_verifier(self) -> None:
+        try:
+            import onnxruntime as ort
+
+            built = verify_model(self._folder, self._filename, VERIFY_TOKENS)
+            if built is None:
+                self._verifier = False
+                return
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = self._threads
+            so.log_severity_level = 3
+            # The rewritten graph is passed as bytes; its weights stay in the model's folder.
+            so.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", str(self._folder)
+            )
+            session = ort.InferenceSession(built[0], so, providers=["CPUExecutionProvider"])
+            self._aliases = built[1]
+            self._verifier = session  # last: the scheduler thread uses it once it is set
+        except Exception as e:  # an older onnxruntime, an unexpected graph: no drafting
+            print(f"ingot worker: no speculative decoding for this model: {e}", file=sys.stderr)
+            self._verifier = False
+
+    def _verify_session(self) -> Any:
+        return self._verifier or None
+
+    def _verify_binding(self, session: Any) -> Any:
+        """Row 0's KV bound to past, present and every per-token attention output (see
+        onnx_speculative), once per KV buffer set."""
+        if self._vio is None:
+            io = session.io_binding()
+            io.bind_output(self._logits, "cpu")
+            by_past = {past: buf[0:1] for (past, _), buf in zip(self._names, self._kv, strict=True)}
+            for past, view in by_past.items():
+                io.bind_input(past, "cpu", 0, np.float32, list(view.shape), view.ctypes.data)
+            for out, past in self._aliases.items():
+                view = by_past[past]
+                io.bind_output(out, "cpu", 0, np.float32, list(view.shape), view.ctypes.data)
+            self._vio = io
+        return self._vio
+
     # -- rows ----------------------------------------------------------------------------------
     def add(self, seq: BatchedSequence) -> None:
         """Prefill a new sequence alone into the next free row and pick its first token. The
         prefix it shares with a row already here (the same system prompt, eight requests for
         the same completion) is copied from that row's cache instead of computed again."""
         self.used = time.monotonic()
-        self._ensure(len(self.rows) + 1, len(seq.prompt) + seq.max_new)
+        self._ensure(len(self.rows) + 1, len(seq.prompt) + seq.max_new + seq.spare)
         row = len(self.rows)
         source, shared = self._shared_prefix(seq.prompt)
         if shared:
@@ -215,15 +308,15 @@ class DecodeBatch:
             grown.append(buf)
         self._kv = grown
         self._rows_cap, self.capacity = new_rows, new_cap
-        self._io = None  # bound to the old buffers
+        self._io = self._vio = None  # bound to the old buffers
 
     def _drop(self) -> None:
-        self._kv, self._rows_cap, self.capacity, self._io = [], 0, 0, None
+        self._kv, self._rows_cap, self.capacity, self._io, self._vio = [], 0, 0, None, None
 
     def close(self) -> None:
         """Let go of the session (its weights) and the buffers."""
         self._drop()
-        self._session = None
+        self._session = self._verifier = None
 
     def adopt(self, single: GenaiSequence) -> BatchedSequence | None:
         """Take over a running single sequence with its KV cache (copied from its generator),
@@ -236,7 +329,7 @@ class DecodeBatch:
             return None
         tokens, kv = got
         seq = BatchedSequence.moved_from(single, tokens)
-        self._ensure(len(self.rows) + 1, len(seq.prompt) + seq.max_new)
+        self._ensure(len(self.rows) + 1, len(seq.prompt) + seq.max_new + seq.spare)
         row, cached = len(self.rows), len(tokens) - 1  # all but the newest token
         for buf, src in zip(self._kv, kv, strict=True):
             buf[row, :, :cached] = np.asarray(src)[0, :, :cached]
@@ -340,6 +433,8 @@ class BatchedSequence(Sequence):
         self._params = job.get("params") or {}
         self._opts: dict[str, Any] = {}
         self._seen: set[int] = set(seen)
+        self._prediction = self._params.get("prediction") or None
+        self.spare = VERIFY_TOKENS if self._prediction else 0  # KV room a verifying pass writes
 
     @classmethod
     def moved_from(cls, single: GenaiSequence, tokens: list[int]) -> BatchedSequence:
@@ -365,6 +460,14 @@ class BatchedSequence(Sequence):
             ),
         }
         self._rng = np.random.default_rng()
+        # Sampled requests ignore the prediction: a draft accepted when it equals a sample
+        # would skew the distribution, and speculative sampling is not implemented.
+        if self._prediction and self._opts["greedy"] and self.drafter is None:
+            try:
+                source = [int(t) for t in self._session.tokenizer.encode(self._prediction)]
+            except Exception:
+                source = []
+            self.drafter = Drafter(source, VERIFY_TOKENS - 1) if source else None
 
     def step(self) -> None:
         raise RuntimeError("a batched sequence is stepped by its DecodeBatch")
@@ -378,6 +481,32 @@ class BatchedSequence(Sequence):
         self._seen.add(tok)
         self.next_input = tok
         self.accept(tok)  # max_new already stops it inside the context
+        if self.drafter is not None:
+            self.drafter.update([], [tok])
+
+    def verified(self, logits: np.ndarray, drafts: list[int]) -> int:
+        """Take a verifying pass's tokens (logits[i]: after the newest token and i drafts): the
+        model's choice at each position, going on while it equals the draft there, as decoding
+        one token at a time would have. Returns how many tokens it gave."""
+        produced: list[int] = []
+        for i in range(len(drafts) + 1):
+            try:
+                tok = sample(logits[i], self._opts, self._rng, self._seen)
+            except Exception as e:
+                self.fail(e)
+                return len(produced)
+            self._seen.add(tok)
+            self.next_input = tok
+            self.length += 1  # the input at position i is now part of the sequence
+            produced.append(tok)
+            self.accept(tok)
+            if self.done or i == len(drafts) or tok != drafts[i]:
+                break
+        if self.drafter is not None:
+            # A sequence that ended inside the pass (end of text, max tokens) never needed the
+            # drafts after its last token.
+            self.drafter.update(drafts[: len(produced)] if self.done else drafts, produced)
+        return len(produced)
 
     def _release(self, reusable: bool) -> None:
         if self.batch is not None:

@@ -206,6 +206,8 @@ class OnnxGenaiInstance:
             finished=float(s["finished"]),
             finish_reason=cast(FinishReason, finish),
             cached_tokens=int(s.get("cached_tokens", 0)),
+            accepted_prediction_tokens=int(s.get("accepted_prediction_tokens", 0)),
+            rejected_prediction_tokens=int(s.get("rejected_prediction_tokens", 0)),
         )
 
     async def close(self) -> None:

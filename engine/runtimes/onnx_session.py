@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.catalog.variant import KvShape
+from engine.runtimes.onnx_speculative import Drafter
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -243,6 +244,8 @@ class Sequence:
         self.prompt: list[int] = []
         self.cached = 0  # prompt tokens whose KV came from an earlier request
         self.max_new = 1
+        # Drafts from the request's prediction (onnx_batch rows only; onnx_speculative).
+        self.drafter: Drafter | None = None
         try:
             self.prompt = [int(t) for t in session.tokenizer.encode(job["prompt"])]
             self.max_new = max(
@@ -251,6 +254,10 @@ class Sequence:
             self._stream = session.tokenizer.create_stream()
         except Exception as e:
             self.fail(e)
+
+    @property
+    def produced(self) -> int:
+        return self._produced
 
     def step(self) -> None:
         """Generate one token (or finish: EOS, max tokens, halted)."""
@@ -308,6 +315,8 @@ class Sequence:
                     "first_token": self._first,
                     "finished": time.monotonic(),
                     "finish_reason": reason,
+                    "accepted_prediction_tokens": self.drafter.accepted if self.drafter else 0,
+                    "rejected_prediction_tokens": self.drafter.rejected if self.drafter else 0,
                 },
             }
         )

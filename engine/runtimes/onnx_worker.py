@@ -35,6 +35,7 @@ from engine.runtimes.onnx_session import (
     OnnxSession,
     Sequence,
     reuse_key,
+    search_options,
 )
 from engine.runtimes.worker_stdio import serve_stdio
 from engine.scheduler import PRIORITY_CHAT, PRIORITY_INTERACTIVE
@@ -162,12 +163,26 @@ class Worker:
             # Those that waited go before the new jobs (into the batch, or alone if it is full).
             ready, waiting = self._done_waiting(waiting, waiting_since)
             for job in ready:
+                if self._speculative(job) and self._batch is not None:
+                    self._batch.want_verifier()
                 if not self._admit_batched(job):
                     self._start_single(job, singles, movable)
             for job in jobs:
                 admitted.add(int(job["id"]))
                 busy = len(jobs) > 1 or bool(singles or waiting) or self._batch_rows() > 0
                 batchable = self._batchable(job)
+                if self._speculative(job):
+                    # Only the batching session can verify drafts: a request with a prediction
+                    # becomes a row even alone, waiting for the session if it is being built.
+                    if self._admit_batched(job):
+                        if self._batch is not None:
+                            self._batch.want_verifier()
+                        continue
+                    if self._batch_building():
+                        if not waiting:
+                            waiting_since = time.monotonic()
+                        waiting.append(job)
+                        continue
                 if busy and batchable and self._admit_batched(job):
                     continue
                 # A second request starts at once too (then moves in): waiting would delay it by
@@ -225,6 +240,15 @@ class Worker:
         lives in ORT GenAI, and a seed must give the same text however busy the model is
         (greedy decoding gives the same text either way). The rule is the prompt cache's."""
         return reuse_key(job) is not None
+
+    def _speculative(self, job: dict[str, Any]) -> bool:
+        """A greedy request with a prediction on a model this worker can batch: its drafts are
+        verified by the batching session (onnx_speculative). Sampled and constrained requests
+        ignore the prediction."""
+        params = job.get("params") or {}
+        if not params.get("prediction") or self._batch_cfg is None or not self._batchable(job):
+            return False
+        return not search_options(params, 0)["do_sample"]
 
     def _release_idle(self) -> None:
         """Give the batching session's memory back (a second copy of the weights) once no
@@ -366,6 +390,7 @@ class Worker:
             "batched_rows": float(len(batch.rows) if batch else 0),
             "batch_steps": float(batch.steps if batch else 0),
             "batched_tokens": float(batch.tokens if batch else 0),
+            "verify_passes": float(batch.drafted if batch else 0),
         }
 
     def close(self) -> None:

@@ -42,6 +42,8 @@ class StreamParams(WireModel):
 Priority = Literal["interactive", "chat", "batch"]
 # What a request is for (telemetry and the request history keep it): a short fixed set.
 RequestKind = Literal["chat", "complete", "edit", "inline", "console"]
+# A prediction is the text of a selection or file: capped like a prompt's text.
+MAX_PREDICTION_CHARS = 1_000_000
 
 
 class ChatParams(Sampling, StreamParams):
@@ -56,6 +58,14 @@ class ChatParams(Sampling, StreamParams):
     )
     kind: RequestKind | None = Field(
         None, description="What the request is for, as shown in telemetry."
+    )
+    prediction: str | None = Field(
+        None,
+        max_length=MAX_PREDICTION_CHARS,
+        description="Text the answer will probably repeat (OpenAI's Predicted Outputs): with greedy "
+        "decoding its tokens are drafts the model verifies several at a time, which speeds up "
+        "rewrites that keep most of it; the answer is the same with or without it. Ignored "
+        "when sampling (temperature > 0) and with constrained output.",
     )
 
 
@@ -87,6 +97,12 @@ class Usage(WireModel):
     total_tokens: int
     cached_tokens: int = Field(
         0, description="Of the prompt tokens, those reused from an earlier request's KV cache."
+    )
+    accepted_prediction_tokens: int = Field(
+        0, description="Tokens of the prediction the model kept (drafts it verified)."
+    )
+    rejected_prediction_tokens: int = Field(
+        0, description="Draft tokens of the prediction the model computed and threw away."
     )
 
 
@@ -138,6 +154,12 @@ class EditParams(Sampling, StreamParams):
     range: Range
     instruction: str = Field(min_length=1)
     model: str | None = Field(None, description="Defaults to the inline model or the loaded one.")
+    prediction: str | None = Field(
+        None,
+        max_length=MAX_PREDICTION_CHARS,
+        description="Predicted output (see ChatParams.prediction); defaults to the selected text, "
+        "which a rewrite mostly keeps.",
+    )
 
 
 class EditResult(WireModel):

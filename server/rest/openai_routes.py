@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import replace
 from typing import Any, Literal
 
 from aiohttp import web
@@ -83,6 +84,10 @@ def _usage(result: GenerationResult) -> oa.Usage:
         completion_tokens=u.completion_tokens,
         total_tokens=u.total_tokens,
         prompt_tokens_details=oa.PromptTokensDetails(cached_tokens=u.cached_tokens),
+        completion_tokens_details=oa.CompletionTokensDetails(
+            accepted_prediction_tokens=u.accepted_prediction_tokens,
+            rejected_prediction_tokens=u.rejected_prediction_tokens,
+        ),
     )
 
 
@@ -254,10 +259,17 @@ class OpenAIRoutes:
         if req.tool_choice not in (None, "none", "auto") and not req.tools:
             raise bad_request("tool_choice needs `tools` to choose from.", param="tool_choice")
         choice = req.tool_choice
+        params = _sampling(req, self._max_tokens(req))
+        if req.prediction is not None:
+            try:
+                predicted = req.prediction.text()
+            except ValueError as e:
+                raise bad_request(str(e), param="prediction") from e
+            params = replace(params, prediction=predicted or None)
         ereq = ChatRequest(
             model=req.model,
             messages=[m.model_dump(exclude_none=True) for m in req.messages],
-            params=_sampling(req, self._max_tokens(req)),
+            params=params,
             tools=[t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None,
             tool_choice=choice.model_dump() if isinstance(choice, BaseModel) else choice,
             response_format=req.response_format.model_dump(exclude_none=True, by_alias=True)

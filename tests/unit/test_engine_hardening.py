@@ -36,7 +36,14 @@ SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "aws",
     "MY_SERVICE_PASSWORD": "pw",
 }
-HARMLESS = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2", "HF_HOME": "/x"}
+HARMLESS = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "2",
+    "HF_HOME": "/x",
+    # Ingot settings that count tokens are not secrets: the worker needs them.
+    "INGOT_TOKEN_FLUSH_MS": "50",
+    "INGOT_MAX_TOKENS_LIMIT": "100",
+}
 
 
 # -- secrets and child processes -------------------------------------------------------------------

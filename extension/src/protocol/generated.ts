@@ -90,6 +90,8 @@ export interface ChatParams {
   priority?: "interactive" | "chat" | "batch" | null;
   /** What the request is for, as shown in telemetry. */
   kind?: "chat" | "complete" | "edit" | "inline" | "console" | null;
+  /** Text the answer will probably repeat (OpenAI's Predicted Outputs): with greedy decoding its tokens are drafts the model verifies several at a time, which speeds up rewrites that keep most of it; the answer is the same with or without it. Ignored when sampling (temperature > 0) and with constrained output. */
+  prediction?: string | null;
 }
 
 export interface CompleteParams {
@@ -164,6 +166,8 @@ export interface EditParams {
   instruction: string;
   /** Defaults to the inline model or the loaded one. */
   model?: string | null;
+  /** Predicted output (see ChatParams.prediction); defaults to the selected text, which a rewrite mostly keeps. */
+  prediction?: string | null;
 }
 
 export interface EditResult {
@@ -548,6 +552,16 @@ export interface Usage {
    * @default 0
    */
   cachedTokens?: number;
+  /**
+   * Tokens of the prediction the model kept (drafts it verified).
+   * @default 0
+   */
+  acceptedPredictionTokens?: number;
+  /**
+   * Draft tokens of the prediction the model computed and threw away.
+   * @default 0
+   */
+  rejectedPredictionTokens?: number;
 }
 
 /**

@@ -173,6 +173,9 @@ def register(server: IngotServer) -> None:
             "priority": "interactive",
             "kind": "edit",
             "partialResultToken": p.partial_result_token,
+            # A rewrite keeps most of the selection: its tokens are drafts the model verifies
+            # several at a time (the answer is the same, only sooner).
+            "prediction": p.prediction if p.prediction is not None else original,
         }
         result = await server.generate("ingot/chat", chat_params)
         return dump(

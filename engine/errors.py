@@ -104,3 +104,10 @@ class CacheError(IngotError):
 
 class GenerationFailed(IngotError):
     kind = "generation_failed"
+
+
+class RemoteUnavailable(LoadFailed):
+    """A remote deployment (an attached vLLM) did not answer, stalled, or refused Ingot's key,
+    while attaching it or serving a request (a load failure of its own kind: a 502, not a 500)."""
+
+    kind = "remote_unavailable"

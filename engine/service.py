@@ -45,6 +45,8 @@ from engine.provisioning import (
     precision_of,
     slug,
 )
+from engine.remote_attach import RemoteAttacher
+from engine.remotes import RemoteKeyStore, RemoteView
 from engine.requests import ChatRequest, CompletionRequest, GenerationStreamEvent
 from engine.runtimes.base import ModelInstance
 from engine.scheduler import PRIORITY_CHAT
@@ -437,6 +439,8 @@ class EngineService:
         removed = await asyncio.to_thread(self.cache.remove, v.id)
         if self.catalog.is_registered(v.id) and self.catalog.registrations:
             removed = self.catalog.registrations.remove(v.id) or removed
+            if v.source.kind == "remote":
+                self._remotes().prune_keys()
         self._state(v.id, "deleted")
         return removed
 
@@ -592,6 +596,40 @@ class EngineService:
         return await run_embedding(
             loader=self.loader, telemetry=self.telemetry, clock=self.clock, variant=v, req=req
         )
+
+    # -- remote deployments (attached vLLM servers) ----------------------------------------------
+    def _remotes(self) -> RemoteAttacher:
+        async def unload(variant_id: str) -> None:
+            if self.loader.get_loaded(variant_id) or self.loader.is_loading(variant_id):
+                await self.loader.unload(variant_id, force=True)
+
+        return RemoteAttacher(
+            self.catalog,
+            RemoteKeyStore(self.config.home),
+            unload=unload,
+            on_state=self._state,
+        )
+
+    async def attach_remote(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        name: str | None = None,
+    ) -> RemoteView:
+        """Attach a vLLM deployment by URL: each model its /v1/models lists becomes a variant
+        (source `remote`); the key goes to `<home>/remote-keys.json`, or stays in a variable."""
+        return await self._remotes().attach(
+            url, api_key=api_key, api_key_env=api_key_env, name=name
+        )
+
+    async def detach_remote(self, name_or_url: str) -> RemoteView:
+        """Unload and forget an attached deployment's models and its key; nothing stops there."""
+        return await self._remotes().detach(name_or_url)
+
+    def list_remotes(self) -> list[RemoteView]:
+        return self._remotes().attached()
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> EngineStatus:

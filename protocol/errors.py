@@ -87,6 +87,13 @@ ERRORS: list[ErrorCode] = [
     ErrorCode(
         "generation_failed", -32026, 500, "server_error", "The runtime failed while generating."
     ),
+    ErrorCode(
+        "remote_unavailable",
+        -32031,
+        502,
+        "server_error",
+        "The remote deployment (an attached vLLM) did not answer, stalled, or refused the key.",
+    ),
     ErrorCode("unauthorized", -32027, 401, "authentication_error", "A valid API key is required."),
     ErrorCode("not_found", -32028, 404, "invalid_request_error", "No such resource."),
 ]

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import cast
 
 from engine.catalog.variant import ModelVariant
-from engine.errors import LoadFailed, RuntimeUnavailable
+from engine.errors import LoadFailed, RemoteUnavailable, RuntimeUnavailable
 from engine.hardware import HardwareProfile, probe_hardware
 from engine.progress import Progress, ProgressCallback
+from engine.remotes import RemoteRecord, parse_models, remote_key
 from engine.runtimes.base import RuntimeCapabilities
 from engine.runtimes.child_process import without_secrets
-from engine.runtimes.vllm_client import VllmClient
+from engine.runtimes.vllm_client import VllmClient, probe_deployment
 from engine.runtimes.vllm_install import SETUP_HINT, VllmInstall, default_vllm_python, probe_install
 from engine.runtimes.vllm_instance import VllmInstance, tree_rss
 from engine.runtimes.vllm_plan import VllmDevice, VllmPlan, plan_vllm
@@ -225,32 +226,43 @@ class VllmRuntime:
         return inst
 
     async def _attach(self, variant: ModelVariant, progress: ProgressCallback) -> VllmInstance:
+        """Connect to a deployment someone else runs: its /health, then /v1/models with the
+        key; unreachable or refused is RemoteUnavailable (a 502) saying what to check."""
         url = cast(str, variant.source.url)
         headers: dict[str, str] = {}
-        key_env = variant.extra.get("api_key_env")
-        if isinstance(key_env, str) and (key := os.environ.get(key_env)):
+        if key := remote_key(variant, self.home):
             headers["Authorization"] = f"Bearer {key}"
         progress(Progress("load", f"Connecting to {url}", 0.1))
-        probe = VllmClient(url, "", headers=headers, local=False)
         try:
-            models = await probe.models()
-        except Exception as e:
-            await probe.close()
+            answer = await probe_deployment(url, headers)
+            models = parse_models(answer)
+        except RemoteUnavailable as e:
+            hint = e.hint
+            if RemoteRecord.of(variant) is None:  # a catalog file's entry
+                hint = (
+                    "Check that the deployment is up and reachable, and its API key "
+                    "(extra.api_key_env names the variable of the engine that holds it)."
+                )
+            raise RemoteUnavailable(
+                f"The vLLM deployment for {variant.id} at {url}: {e.message}",
+                hint=hint,
+                model=variant.id,
+            ) from None
+        except ValueError as e:
             raise LoadFailed(
-                f"The vLLM deployment for {variant.id} at {url} did not answer /v1/models: {e}",
-                hint="Check that the deployment is up and reachable, and its API key "
-                "(extra.api_key_env names the variable that holds it).",
-            ) from e
-        await probe.close()
-        served = variant.source.served_model or (str(models[0]["id"]) if models else variant.id)
-        entry = next((m for m in models if m.get("id") == served), None)
+                f"The vLLM deployment for {variant.id} at {url}: {e}.",
+                hint="Check that the URL is a vLLM OpenAI server's base URL.",
+            ) from None
+        served = variant.source.served_model or (models[0].id if models else variant.id)
+        entry = next((m for m in models if m.id == served), None)
         if entry is None:
             raise LoadFailed(
                 f"The deployment at {url} does not serve '{served}'; it serves "
-                f"{', '.join(str(m.get('id')) for m in models) or 'nothing'}.",
-                hint="Set source.served_model to one of those.",
+                f"{', '.join(m.id for m in models) or 'nothing'}.",
+                hint="Attach it again (`ingot model attach`) to list what it serves now, or set "
+                "source.served_model to one of those.",
             )
-        context = int(entry.get("max_model_len") or variant.context_length)
+        context = entry.max_model_len or variant.context_length
         prefs = load_preferences(self.preferences_path, variant)
         inst = VllmInstance(
             variant,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx2 as httpx
 
-from engine.errors import GenerationFailed, InvalidRequest
+from engine.errors import GenerationFailed, IngotError, InvalidRequest, RemoteUnavailable
 from engine.generation import Constraint, GenerationRequest
 
 # httpx logs every request at INFO: one line per tokenize/detokenize/generate call would flood the
@@ -26,6 +27,12 @@ logging.getLogger("httpx2").setLevel(logging.WARNING)
 # Prompts rendered or counted recently, with their token ids (a chat is rendered, counted and
 # generated within one request; a few dozen cover many concurrent ones).
 TOKEN_CACHE_SIZE = 64
+# A remote deployment: connecting is quick or it is down; a stream that sends nothing for this
+# long has stalled (vLLM sends a chunk per token, usage included). INGOT_REMOTE_READ_TIMEOUT_S
+# raises it for deployments whose queue can hold a request longer.
+REMOTE_CONNECT_TIMEOUT_S = 5.0
+REMOTE_READ_TIMEOUT_S = 120.0
+HEALTH_TIMEOUT_S = 3.0
 STRUCTURED_FIELD = {"json_schema": "json", "regex": "regex", "lark_grammar": "grammar"}
 # vLLM's gauges and counters worth folding into Ingot's telemetry, by their exported names.
 METRICS = {
@@ -134,6 +141,33 @@ def error_message(status: int, body: bytes) -> str:
     return str(err)
 
 
+def describe_http_error(e: Exception) -> str:
+    """What went wrong talking to a server, in words (some httpx errors have an empty str)."""
+    if isinstance(e, httpx.TimeoutException):
+        if isinstance(e, httpx.ConnectTimeout):
+            return "connecting timed out"
+        if isinstance(e, httpx.ReadTimeout):
+            return "it sent nothing within the read timeout"
+        return "it timed out"
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def remote_read_timeout() -> float:
+    try:
+        value = float(os.environ.get("INGOT_REMOTE_READ_TIMEOUT_S", ""))
+    except ValueError:
+        return REMOTE_READ_TIMEOUT_S
+    return value if value > 0 else REMOTE_READ_TIMEOUT_S
+
+
+def unreachable_hint(url: str) -> str:
+    return (
+        f"Check that the deployment is up and reachable from this machine (`curl {url}/health`); "
+        "Ingot tries it again on the next request."
+    )
+
+
 @dataclass(frozen=True)
 class StreamChunk:
     text: str
@@ -154,14 +188,26 @@ class VllmClient:
         headers: Mapping[str, str] | None = None,
         local: bool,
         transport: httpx.AsyncBaseTransport | None = None,
+        read_timeout_s: float | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.model = model
+        self.local = local
+        if local:
+            # Streams last as long as generations do; only connecting is bounded.
+            timeout = httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
+        else:
+            # A deployment elsewhere can vanish or stall: every read is bounded too.
+            timeout = httpx.Timeout(
+                connect=REMOTE_CONNECT_TIMEOUT_S,
+                read=read_timeout_s or remote_read_timeout(),
+                write=30.0,
+                pool=None,
+            )
         self.http = httpx.AsyncClient(
             base_url=self.url,
             headers=dict(headers or {}),
-            # Streams last as long as generations do; only connecting is bounded.
-            timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None),
+            timeout=timeout,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             # A proxy from the environment must never sit between the engine and its own child.
             trust_env=not local,
@@ -181,17 +227,52 @@ class VllmClient:
     def cached_tokens(self, text: str) -> list[int] | None:
         return self._tokens.get(text)
 
+    def _unreachable(self, what: str, e: Exception) -> IngotError:
+        if self.local:
+            return GenerationFailed(f"vLLM at {self.url} did not answer {what}: {e}")
+        return RemoteUnavailable(
+            f"The vLLM deployment at {self.url} did not answer {what}: {describe_http_error(e)}.",
+            hint=unreachable_hint(self.url),
+            url=self.url,
+        )
+
+    def _refused(self, what: str, status: int, msg: str) -> IngotError:
+        """An HTTP error answer: the request's own fault (400), or the server's."""
+        if status == 400:
+            return InvalidRequest(f"vLLM refused the request: {msg}")
+        if not self.local and status in (401, 403):
+            return RemoteUnavailable(
+                f"The vLLM deployment at {self.url} refused Ingot's API key ({status}: {msg}).",
+                hint="Attach it again with the key it was started with "
+                "(`ingot model attach URL --api-key ...`).",
+                url=self.url,
+                status=status,
+            )
+        if not self.local and status in (502, 503, 504):
+            return RemoteUnavailable(
+                f"The vLLM deployment at {self.url} answered {what} with {status}: {msg}",
+                hint=unreachable_hint(self.url),
+                url=self.url,
+                status=status,
+            )
+        return GenerationFailed(f"vLLM answered {what} with {status}: {msg}")
+
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         try:
             r = await self.http.post(path, json=body)
         except httpx.HTTPError as e:
-            raise GenerationFailed(f"vLLM at {self.url} did not answer {path}: {e}") from e
+            raise self._unreachable(path, e) from e
         if r.status_code >= 400:
-            msg = error_message(r.status_code, r.content)
-            if r.status_code == 400:
-                raise InvalidRequest(f"vLLM refused the request: {msg}")
-            raise GenerationFailed(f"vLLM answered {path} with {r.status_code}: {msg}")
+            raise self._refused(path, r.status_code, error_message(r.status_code, r.content))
         return r.json()
+
+    async def health(self) -> str | None:
+        """None when /health answers 200 (vLLM leaves it open), else why it did not."""
+        try:
+            r = await self.http.get("/health", timeout=HEALTH_TIMEOUT_S)
+        except httpx.HTTPError as e:
+            return describe_http_error(e)
+        return None if r.status_code == 200 else f"/health answered HTTP {r.status_code}"
 
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
         """The model's own chat template applied by vLLM, as text (its ids are remembered)."""
@@ -227,9 +308,7 @@ class VllmClient:
             async with self.http.stream("POST", "/v1/completions", json=body) as r:
                 if r.status_code >= 400:
                     msg = error_message(r.status_code, await r.aread())
-                    if r.status_code == 400:
-                        raise InvalidRequest(f"vLLM refused the request: {msg}")
-                    raise GenerationFailed(f"vLLM answered with {r.status_code}: {msg}")
+                    raise self._refused("/v1/completions", r.status_code, msg)
                 async for line in r.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -251,4 +330,57 @@ class VllmClient:
                         cached_tokens=cached if isinstance(cached, int) else None,
                     )
         except httpx.HTTPError as e:
+            if not self.local:
+                raise RemoteUnavailable(
+                    f"The stream from the vLLM deployment at {self.url} broke: "
+                    f"{describe_http_error(e)}.",
+                    hint=unreachable_hint(self.url),
+                    url=self.url,
+                ) from e
             raise GenerationFailed(f"The stream from vLLM at {self.url} broke: {e}") from e
+
+
+async def probe_deployment(
+    url: str, headers: Mapping[str, str], *, transport: httpx.AsyncBaseTransport | None = None
+) -> Any:
+    """/health, then /v1/models with the key: the models' JSON, or RemoteUnavailable whose
+    `data["reason"]` says what failed: `unreachable`, `unauthorized` or `not_vllm`."""
+    client = VllmClient(url, "", headers=headers, local=False, transport=transport)
+    try:
+        try:
+            # vLLM answers /health without a key; a proxy in front may not have it (404): fine.
+            await client.http.get("/health", timeout=HEALTH_TIMEOUT_S * 2)
+            r = await client.http.get("/v1/models")
+        except httpx.HTTPError as e:
+            raise RemoteUnavailable(
+                f"Nothing answered at {url} ({describe_http_error(e)}).",
+                hint="Check the URL (scheme, host and port) and that the deployment is up: "
+                f"`curl {url}/health` from this machine.",
+                reason="unreachable",
+            ) from None
+        if r.status_code in (401, 403):
+            given = "the API key given" if "Authorization" in headers else "no API key"
+            raise RemoteUnavailable(
+                f"The deployment at {url} refused {given} (HTTP {r.status_code}).",
+                hint="Give the key it was started with (vLLM's --api-key) with --api-key, or "
+                "--api-key-env naming a variable of the engine that holds it.",
+                reason="unauthorized",
+            )
+        if r.status_code >= 400:
+            raise RemoteUnavailable(
+                f"{url}/v1/models answered HTTP {r.status_code}: "
+                f"{error_message(r.status_code, r.content)[:300]}",
+                hint="Check that the URL is a vLLM OpenAI server's base URL (no path after "
+                "the port unless a proxy adds one).",
+                reason="not_vllm",
+            )
+        try:
+            return r.json()
+        except ValueError:
+            raise RemoteUnavailable(
+                f"{url}/v1/models did not answer JSON.",
+                hint="Check that the URL is a vLLM OpenAI server's base URL.",
+                reason="not_vllm",
+            ) from None
+    finally:
+        await client.close()

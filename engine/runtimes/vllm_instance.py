@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 
 from engine.catalog.variant import ModelVariant
-from engine.errors import GenerationFailed
+from engine.errors import GenerationFailed, IngotError, RemoteUnavailable
 from engine.generation import (
     FinishReason,
     GenerationEvent,
@@ -21,7 +21,12 @@ from engine.generation import (
     TextDelta,
 )
 from engine.runtimes.base import HaltFlag
-from engine.runtimes.vllm_client import StreamChunk, VllmClient, completion_body
+from engine.runtimes.vllm_client import (
+    StreamChunk,
+    VllmClient,
+    completion_body,
+    unreachable_hint,
+)
 from engine.runtimes.vllm_plan import VllmPlan
 from engine.runtimes.vllm_server import VllmServer
 
@@ -74,6 +79,10 @@ class VllmInstance:
         self.memory_bytes = 0
         self._metrics: dict[str, float] = {}
         self._metrics_at = 0.0
+        # A remote deployment's health: "ok" after an answer, "down" after a failed /health
+        # (checked when attached and whenever a request to it fails), with what failed.
+        self.health: str | None = None if client.local else "ok"
+        self.health_error: str | None = None
 
     @property
     def url(self) -> str:
@@ -101,6 +110,11 @@ class VllmInstance:
             "pid": self.server_pid,
             "plan": self.plan.to_dict() if self.plan else None,
             "metrics": dict(self._metrics),
+            **(
+                {"health": self.health, "health_error": self.health_error}
+                if not self.client.local
+                else {}
+            ),
         }
 
     async def runtime_metrics(self) -> dict[str, float]:
@@ -116,17 +130,39 @@ class VllmInstance:
         return dict(self._metrics)
 
     async def count_tokens(self, text: str) -> int:
-        return len(await self.client.tokenize(text))
+        try:
+            return len(await self.client.tokenize(text))
+        except IngotError as e:
+            raise await self._explain(e) from None
 
     async def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return await self.client.render_chat(messages)
+        try:
+            return await self.client.render_chat(messages)
+        except IngotError as e:
+            raise await self._explain(e) from None
+
+    async def check_health(self) -> str | None:
+        """A remote deployment's /health now (None: it answers); remembered for describe()."""
+        why = await self.client.health()
+        self.health, self.health_error = ("ok", None) if why is None else ("down", why)
+        return why
 
     async def _explain(self, e: Exception) -> Exception:
-        """A broken stream from a server that died says why it died (exit code, log tail)."""
+        """A broken stream from a server that died says why it died (exit code, log tail); a
+        failed request to a remote deployment checks its /health, and one that is down is
+        RemoteUnavailable (a 502) whatever the request saw."""
         if self.server is not None and isinstance(e, GenerationFailed):
             await self.server.wait_ended(timeout_s=2.0)
             if not self.server.alive and self.server.exit_reason:
                 return GenerationFailed(self.server.exit_reason)
+        if not self.client.local and isinstance(e, (GenerationFailed, RemoteUnavailable)):
+            why = await self.check_health()
+            if why is not None and not isinstance(e, RemoteUnavailable):
+                return RemoteUnavailable(
+                    f"The vLLM deployment at {self.url} is down ({why}); the request failed: {e}",
+                    hint=unreachable_hint(self.url),
+                    model=self.variant_id,
+                )
         return e
 
     async def generate(

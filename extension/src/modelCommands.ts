@@ -3,12 +3,23 @@
 import * as crypto from "crypto";
 import * as vscode from "vscode";
 import { WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressReport } from "vscode-languageclient/node";
-import { ModelDeleteRequest, ModelDownloadRequest, ModelInfo, ModelInfoRequest, ModelLoadRequest, ModelUnloadRequest } from "./protocol/generated";
+import {
+  ModelDeleteRequest,
+  ModelDownloadRequest,
+  ModelInfo,
+  ModelInfoRequest,
+  ModelLoadRequest,
+  ModelUnloadRequest,
+  RemoteAttachRequest,
+  RemoteDetachRequest,
+  RemoteListRequest,
+} from "./protocol/generated";
 import type { Engine } from "./engine";
 import { ModelArg, ModelStore, modelIdOf } from "./models";
 import { requireEngine } from "./statusBar";
 import { isEmbedding, restEndpoint } from "./catalog";
 import { formatBytes, parseTtl } from "./format";
+import { nameOk, remoteUrl, shownDevice, shownRuntime, urlProblem } from "./remotes";
 import { errorMessage } from "./errors";
 
 /** What a picker says instead of opening empty, and the command that helps (e.g. Download Model). */
@@ -39,7 +50,7 @@ async function pickModel(
   const items = store
     .all()
     .filter((m) => filter(m.cached, m.loaded))
-    .map((m) => ({ label: store.label(m), description: `${m.device} · ${m.runtime} · ${formatBytes(m.sizeBytes)}`, detail: m.displayName, id: m.id }));
+    .map((m) => ({ label: store.label(m), description: `${shownDevice(m)} · ${shownRuntime(m)} · ${formatBytes(m.sizeBytes)}`, detail: m.displayName, id: m.id }));
   if (items.length === 0) {
     const { message, action } = empty();
     const choice = await vscode.window.showInformationMessage(message, ...(action ? [action.title] : []));
@@ -94,8 +105,12 @@ async function withWorkDone<R>(engine: Engine, title: string, run: (token: strin
 export interface ModelCommandOptions {
   /** Load: the TTL in seconds (-1 keeps it loaded). */
   ttl?: number;
-  /** Delete: skip the confirmation. */
+  /** Delete, Detach: skip the confirmation. */
   confirmed?: boolean;
+  /** Attach Remote vLLM: the URL, key and name instead of asking (an empty key: none). */
+  url?: string;
+  apiKey?: string;
+  name?: string;
 }
 
 export function registerModelCommands(context: vscode.ExtensionContext, engine: Engine, store: ModelStore): void {
@@ -202,6 +217,90 @@ export function registerModelCommands(context: vscode.ExtensionContext, engine: 
     );
   });
 
+  register("ingot.remote.attach", async (_arg, opts) => {
+    if (!requireEngine(engine)) {
+      return;
+    }
+    const url =
+      opts.url ??
+      (await vscode.window.showInputBox({
+        title: vscode.l10n.t("Attach Remote vLLM"),
+        prompt: vscode.l10n.t("The vLLM server's base URL"),
+        placeHolder: "http://gpu-node:8000",
+        ignoreFocusOut: true,
+        validateInput: (text) => {
+          const problem = urlProblem(text);
+          return problem === undefined ? undefined : vscode.l10n.t("Enter an http:// or https:// URL");
+        },
+      }));
+    if (url === undefined) {
+      return;
+    }
+    const apiKey =
+      opts.apiKey ??
+      (await vscode.window.showInputBox({
+        title: vscode.l10n.t("Attach Remote vLLM"),
+        prompt: vscode.l10n.t("Its API key (vLLM's --api-key); leave empty if it has none. Ingot keeps it in a private file of its home."),
+        password: true,
+        ignoreFocusOut: true,
+      }));
+    if (apiKey === undefined) {
+      return;
+    }
+    const name =
+      opts.name ??
+      (await vscode.window.showInputBox({
+        title: vscode.l10n.t("Attach Remote vLLM"),
+        prompt: vscode.l10n.t("A name for it (optional): letters, digits, '.', '_' or '-'"),
+        ignoreFocusOut: true,
+        validateInput: (text) => (nameOk(text) ? undefined : vscode.l10n.t("Use letters, digits, '.', '_' or '-', starting with a letter or digit")),
+      }));
+    if (name === undefined) {
+      return;
+    }
+    const info = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: vscode.l10n.t("Attaching {0}", url.trim()) }, () =>
+      engine.request(RemoteAttachRequest, { url: url.trim(), apiKey: apiKey || undefined, name: name.trim() || undefined }),
+    );
+    await store.refresh();
+    void vscode.window.showInformationMessage(vscode.l10n.t("Attached {0}: {1}.", info.name, info.models.map((m) => m.name).join(", ")));
+    return info;
+  });
+
+  register("ingot.remote.detach", async (arg, opts) => {
+    if (!requireEngine(engine)) {
+      return;
+    }
+    const id = modelIdOf(arg);
+    const model = id ? store.find(id) : undefined;
+    let remote = model ? remoteUrl(model) : id;
+    if (!remote) {
+      const { remotes } = await engine.request(RemoteListRequest);
+      if (remotes.length === 0) {
+        void vscode.window.showInformationMessage(vscode.l10n.t("No remote vLLM is attached."));
+        return;
+      }
+      const pick = await vscode.window.showQuickPick(
+        remotes.map((r) => ({ label: r.name, description: r.url, detail: r.models.map((m) => m.name).join(", "), remote: r.name })),
+        { placeHolder: vscode.l10n.t("Choose a remote vLLM to detach") },
+      );
+      remote = pick?.remote;
+    }
+    if (!remote) {
+      return;
+    }
+    const yes = vscode.l10n.t("Detach");
+    const choice = opts.confirmed
+      ? yes
+      : await vscode.window.showWarningMessage(vscode.l10n.t("Detach {0}? Its models leave the list; nothing stops on the server.", remote), { modal: true }, yes);
+    if (choice !== yes) {
+      return;
+    }
+    const info = await engine.request(RemoteDetachRequest, { remote });
+    await store.refresh();
+    void vscode.window.showInformationMessage(vscode.l10n.t("Detached {0}.", info.name));
+    return info;
+  });
+
   const pages = new ModelInfoPages();
   context.subscriptions.push(vscode.workspace.registerTextDocumentContentProvider(ModelInfoPages.scheme, pages));
 
@@ -234,8 +333,8 @@ function modelInfoMarkdown(m: ModelInfo): string {
     `| id | \`${m.id}\` |`,
     `| alias | \`${m.alias}\` |`,
     `| publisher | ${m.publisher} |`,
-    `| device | ${m.device} |`,
-    `| runtime | ${m.runtime} |`,
+    `| device | ${shownDevice(m)} |`,
+    `| runtime | ${shownRuntime(m)} |`,
     `| size | ${formatBytes(m.sizeBytes)} |`,
     `| context | ${m.contextLength} |`,
     `| max output | ${m.maxOutputTokens} |`,

@@ -4,6 +4,7 @@ import * as vscode from "vscode";
 import { CatalogListRequest, ModelInfo } from "./protocol/generated";
 import type { Engine } from "./engine";
 import { contextValue, fitBadge, groupCatalog, labelOf, loadedNames, modelDescription, modelLabel } from "./catalog";
+import { isRemote, remoteDescription, shownDevice, shownRuntime, withRemoteContext } from "./remotes";
 import { formatBytes, formatTtl, ttlRemaining } from "./format";
 
 export class ModelStore implements vscode.Disposable {
@@ -130,7 +131,7 @@ function modelTooltip(model: ModelInfo): vscode.MarkdownString {
     md.appendText(`${model.description}\n\n`);
   }
   md.appendMarkdown(
-    `${vscode.l10n.t("Device")}: ${model.device} · ${vscode.l10n.t("Runtime")}: ${model.runtime} · ${vscode.l10n.t("Size")}: ${formatBytes(model.sizeBytes)}\n\n`,
+    `${vscode.l10n.t("Device")}: ${shownDevice(model)} · ${vscode.l10n.t("Runtime")}: ${shownRuntime(model)} · ${vscode.l10n.t("Size")}: ${formatBytes(model.sizeBytes)}\n\n`,
   );
   md.appendMarkdown(`${vscode.l10n.t("Context")}: ${model.contextLength} · ${vscode.l10n.t("License")}: ${model.license}\n\n`);
   md.appendText(`${fit.fits ? "✓" : "✗"} ${fit.text}`);
@@ -176,11 +177,11 @@ export class ModelsTree implements vscode.TreeDataProvider<ModelsNode> {
     item.id = `model:${m.id}`;
     const state = m.loaded ? vscode.l10n.t("loaded") : "";
     const badge = fit.fits ? vscode.l10n.t("fits") : vscode.l10n.t("does not fit: {0}", fit.text);
-    item.description = [modelDescription(m), badge, state].filter(Boolean).join(" · ");
+    item.description = [isRemote(m) ? remoteDescription(m) : modelDescription(m), badge, state].filter(Boolean).join(" · ");
     item.tooltip = modelTooltip(m);
-    item.contextValue = contextValue(m);
+    item.contextValue = withRemoteContext(contextValue(m), m);
     item.iconPath = new vscode.ThemeIcon(
-      m.loaded ? "circle-filled" : m.cached ? "check" : fit.fits ? "cloud" : "warning",
+      m.loaded ? "circle-filled" : isRemote(m) ? "remote" : m.cached ? "check" : fit.fits ? "cloud" : "warning",
       m.loaded ? new vscode.ThemeColor("charts.green") : fit.fits ? undefined : new vscode.ThemeColor("problemsWarningIcon.foreground"),
     );
     item.accessibilityInformation = { label: `${m.displayName}, ${item.description}` };
@@ -215,7 +216,7 @@ export class LoadedTree implements vscode.TreeDataProvider<LoadedNode>, vscode.D
     item.id = `loaded:${m.id}`;
     const left = this.store.ttlLeft(m);
     const ttl = left === undefined ? vscode.l10n.t("in use") : left < 0 ? vscode.l10n.t("kept") : formatTtl(left);
-    item.description = `${vscode.l10n.t("TTL")} ${ttl} · ${formatBytes(m.memoryBytes)} · ${m.device}`;
+    item.description = `${vscode.l10n.t("TTL")} ${ttl} · ${formatBytes(m.memoryBytes)} · ${shownDevice(m)}`;
     item.tooltip = modelTooltip(m);
     item.contextValue = "model downloaded loaded";
     item.iconPath = new vscode.ThemeIcon("pulse");

@@ -3,6 +3,8 @@
 
 import * as assert from "assert/strict";
 import { writeFileSync } from "fs";
+import * as http from "http";
+import type { AddressInfo } from "net";
 import * as vscode from "vscode";
 import type { IngotApi } from "../src/extension";
 
@@ -103,6 +105,45 @@ test("the Models view lists the seeded default model as downloaded", async (api)
   assert.equal(m.cached, true);
   assert.equal(m.alias, "smollm2-135m");
   assert.equal(m.runtime, "onnx-genai");
+});
+
+/** A stand-in for a vLLM server elsewhere: /health, and /v1/models behind a bearer key. */
+async function fakeDeployment(key: string): Promise<{ url: string; close: () => void }> {
+  const server = http.createServer((req, res) => {
+    if (req.url === "/health") {
+      res.end();
+    } else if (req.url === "/v1/models" && req.headers.authorization === `Bearer ${key}`) {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ object: "list", data: [{ id: "org/Remote-Model", object: "model", max_model_len: 4096 }] }));
+    } else {
+      res.statusCode = 401;
+      res.end(JSON.stringify({ error: "Unauthorized" }));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() };
+}
+
+test("Attach Remote vLLM lists its model as runtime remote; a wrong key attaches nothing; Detach removes it", async (api) => {
+  const dep = await fakeDeployment("host-test-key");
+  try {
+    const refused = await vscode.commands.executeCommand("ingot.remote.attach", undefined, { url: dep.url, apiKey: "wrong", name: "hostremote" });
+    assert.equal(refused, undefined);
+    assert.equal(api.store.find("hostremote:1"), undefined);
+    const info = (await vscode.commands.executeCommand("ingot.remote.attach", undefined, { url: dep.url, apiKey: "host-test-key", name: "hostremote" })) as {
+      name: string;
+      models: { id: string; runtime: string; contextLength: number }[];
+    };
+    assert.equal(info.name, "hostremote");
+    assert.deepEqual(info.models.map((m) => [m.id, m.runtime, m.contextLength]), [["hostremote:1", "remote", 4096]]);
+    const m = await until("the remote model in the store", () => api.store.find("hostremote:1"));
+    assert.equal(m.source, `remote:${dep.url}`);
+    assert.equal(m.cached, true);
+    await vscode.commands.executeCommand("ingot.remote.detach", "hostremote:1", { confirmed: true });
+    await until("the remote model gone", () => api.store.find("hostremote:1") === undefined);
+  } finally {
+    dep.close();
+  }
 });
 
 test("inline completions do not ask the engine while no model is loaded", async (api) => {

@@ -6,13 +6,21 @@ from typing import Final
 
 from protocol.jsonrpc import generation as g
 from protocol.jsonrpc import models as m
+from protocol.jsonrpc import remotes as r
 from protocol.jsonrpc import service as s
 from protocol.registry import Direction, MethodSpec, register
 
 C2S: Final[Direction] = "client->server"
 S2C: Final[Direction] = "server->client"
 RESOLVE = ("invalid_request", "model_not_found")
-RUN = (*RESOLVE, "model_not_cached", "runtime_unavailable", "load_failed", "model_does_not_fit")
+RUN = (
+    *RESOLVE,
+    "model_not_cached",
+    "runtime_unavailable",
+    "load_failed",
+    "model_does_not_fit",
+    "remote_unavailable",
+)
 GEN = (*RUN, "context_length_exceeded", "engine_busy", "cancelled", "generation_failed")
 
 STREAM_DOC = (
@@ -169,6 +177,40 @@ register(
         ),
         doc=WORK_DOC,
         example_params={"model": "smollm2-135m"},
+    ),
+    MethodSpec(
+        "ingot/remote/attach",
+        "request",
+        C2S,
+        "Attach a remote vLLM deployment by URL: each model it serves becomes a model here.",
+        r.RemoteAttachParams,
+        r.RemoteInfo,
+        errors=("invalid_request",),
+        doc="Reads the deployment's `/health` and `/v1/models` (with the key as a bearer token); "
+        "each served model becomes a variant with runtime `remote` (no files, no memory here; "
+        "context from vLLM's `max_model_len`), kept across restarts. Attaching the same URL "
+        "again refreshes its models and key. A bad URL, a deployment that does not answer, or "
+        "a refused key is `invalid_request` with `data.param` (`url`, `apiKey`) and a hint.",
+        example_params={"url": "http://gpu-node:8000", "apiKeyEnv": "VLLM_API_KEY"},
+    ),
+    MethodSpec(
+        "ingot/remote/list",
+        "request",
+        C2S,
+        "The attached remote deployments with their models and health.",
+        None,
+        r.RemoteListResult,
+    ),
+    MethodSpec(
+        "ingot/remote/detach",
+        "request",
+        C2S,
+        "Detach a remote deployment: unload and forget its models and its key.",
+        r.RemoteDetachParams,
+        r.RemoteInfo,
+        errors=("invalid_request", "model_not_found"),
+        doc="Nothing stops on the deployment itself.",
+        example_params={"remote": "gpu-node-8000"},
     ),
     MethodSpec(
         "ingot/cache/info",

@@ -26,9 +26,10 @@ class ModelInfo(WireModel):
     display_name: str
     publisher: str
     description: str = ""
-    device: Literal["cpu", "cuda"]
+    # `remote`: served by an attached deployment (ingot/remote/attach), not on this machine.
+    device: Literal["cpu", "cuda", "remote"]
     framework: Literal["onnx", "vllm"]
-    runtime: Literal["onnx-genai", "vllm", "onnxruntime"]
+    runtime: Literal["onnx-genai", "vllm", "onnxruntime", "remote"]
     source: str = Field(description="Where the files come from, e.g. `huggingface:repo@rev/sub`.")
     build: Literal["gguf-to-hf", "hf-to-onnx", "gguf-import", "embedding-export"] | None = Field(
         None, description="How this machine makes it from its source, if it is not downloaded."

@@ -12,6 +12,7 @@ from engine.errors import IngotError
 if TYPE_CHECKING:
     from protocol.jsonrpc import models as m
     from protocol.jsonrpc.embeddings import EmbedParams, EmbedResult
+    from protocol.jsonrpc.remotes import RemoteAttachParams, RemoteInfo, RemoteListResult
     from protocol.jsonrpc.service import ServiceStatus
 
 
@@ -156,6 +157,16 @@ class EngineClient(abc.ABC):
     @abc.abstractmethod
     async def embed(self, params: EmbedParams) -> EmbedResult:
         """Vectors from an embedding model (`ingot/embed`'s params and result)."""
+
+    @abc.abstractmethod
+    async def attach_remote(self, params: RemoteAttachParams) -> RemoteInfo:
+        """Attach a remote vLLM deployment (`ingot/remote/attach`)."""
+
+    @abc.abstractmethod
+    async def detach_remote(self, remote: str) -> RemoteInfo: ...
+
+    @abc.abstractmethod
+    async def remotes(self) -> RemoteListResult: ...
 
     @abc.abstractmethod
     async def close(self) -> None: ...

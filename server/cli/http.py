@@ -32,6 +32,7 @@ from server.service_http import (
 if TYPE_CHECKING:
     from protocol.jsonrpc import models as m
     from protocol.jsonrpc.embeddings import EmbedParams, EmbedResult
+    from protocol.jsonrpc.remotes import RemoteAttachParams, RemoteInfo, RemoteListResult
     from protocol.jsonrpc.service import ServiceStatus
     from server.secret import HomeSecret
 
@@ -83,6 +84,7 @@ QUICK_PATHS = (
     "/hardware",
     "/cache",
     "/telemetry/",
+    "/remotes",
     "/v1/models",
 )
 
@@ -360,6 +362,23 @@ class HttpClient(EngineClient):
             "POST", "/v1/chat/completions/tokenizer/encode/count", json_body=body
         )
         return int(res["tokenCount"])
+
+    async def attach_remote(self, params: RemoteAttachParams) -> RemoteInfo:
+        from protocol.jsonrpc.remotes import RemoteInfo
+
+        body = params.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return await self._post(RemoteInfo, f"{API}/remotes", body)
+
+    async def detach_remote(self, remote: str) -> RemoteInfo:
+        from protocol.jsonrpc.remotes import RemoteInfo
+
+        path = f"{API}/remotes/{quote(remote, safe='')}"
+        return RemoteInfo.model_validate(await self._request("DELETE", path))
+
+    async def remotes(self) -> RemoteListResult:
+        from protocol.jsonrpc.remotes import RemoteListResult
+
+        return await self._get(RemoteListResult, f"{API}/remotes")
 
     async def close(self) -> None:
         if self._session is not None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from engine.service import EngineService
     from protocol.jsonrpc import models as m
     from protocol.jsonrpc.embeddings import EmbedParams, EmbedResult
+    from protocol.jsonrpc.remotes import RemoteAttachParams, RemoteInfo, RemoteListResult
     from protocol.jsonrpc.service import ServiceStatus
 
 
@@ -249,6 +250,21 @@ class InProcessClient(EngineClient):
             # Closing the generator on cancellation halts the runtime within a token.
             await stream.aclose()  # type: ignore[attr-defined]
         raise RuntimeError("the engine's stream ended without a result")
+
+    async def attach_remote(self, params: RemoteAttachParams) -> RemoteInfo:
+        from server import remotes
+
+        return await remotes.attach(self.service, params)
+
+    async def detach_remote(self, remote: str) -> RemoteInfo:
+        from server import remotes
+
+        return await remotes.detach(self.service, remote)
+
+    async def remotes(self) -> RemoteListResult:
+        from server import remotes
+
+        return remotes.listing(self.service)
 
     async def close(self) -> None:
         await self.service.close()

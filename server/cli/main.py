@@ -150,6 +150,8 @@ def _model_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     _json_opt(p)
     _cmd(p, "model_cmd:verify_model")
 
+    _remote_parsers(ms, common)
+
     p = ms.add_parser("run", parents=[common], help="chat with a model (downloads it if needed)")
     p.add_argument("model")
     p.add_argument("-p", "--prompt", help="answer this once and exit (stdin works too)")
@@ -160,6 +162,35 @@ def _model_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--ttl", type=_float, metavar="SECONDS", help="keep-alive in the service")
     _cmd(p, "console:run_model")
+
+
+def _remote_parsers(ms: Any, common: argparse.ArgumentParser) -> None:
+    p = ms.add_parser("attach", parents=[common], help="attach a remote vLLM deployment by URL")
+    p.add_argument("url", help="the deployment's base URL, e.g. http://gpu-node:8000")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="its API key (vLLM's --api-key), kept in <home>/remote-keys.json (mode 0600); "
+        "'-' reads it from stdin, so no process list shows it",
+    )
+    key.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="the name of an environment variable of the engine that holds the key",
+    )
+    p.add_argument("--name", help="name of the attachment (and of its model, if it serves one)")
+    _json_opt(p)
+    _cmd(p, "remote_cmd:attach")
+
+    p = ms.add_parser("detach", parents=[common], help="detach a remote vLLM deployment")
+    p.add_argument("remote", help="its name, its URL, or one of its models")
+    _json_opt(p)
+    _cmd(p, "remote_cmd:detach")
+
+    p = ms.add_parser("remotes", parents=[common], help="the attached remote deployments")
+    _json_opt(p)
+    _cmd(p, "remote_cmd:remotes")
 
 
 def _other_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

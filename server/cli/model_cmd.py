@@ -36,7 +36,7 @@ def parse_filters(items: list[str]) -> dict[str, str]:
         if not sep or key not in FILTER_KEYS or not value:
             raise CliError(
                 f"'{item}' is not a filter.",
-                hint="Use device=cpu|cuda, task=chat|embeddings or runtime=onnx|vllm.",
+                hint="Use device=cpu|cuda, task=chat|embeddings or runtime=onnx|vllm|remote.",
                 exit_code=2,
             )
         out[key] = value
@@ -45,6 +45,19 @@ def parse_filters(items: list[str]) -> dict[str, str]:
     if "task" in out:
         out["task"] = TASK_SHORT.get(out["task"], out["task"])
     return out
+
+
+def is_remote(mi: m.ModelInfo) -> bool:
+    """Served by an attached deployment (`ingot model attach`): shown as runtime `remote`."""
+    return mi.source.startswith("remote:")
+
+
+def device_text(mi: m.ModelInfo) -> str:
+    return "remote" if is_remote(mi) else mi.device
+
+
+def runtime_text(mi: m.ModelInfo) -> str:
+    return "remote" if is_remote(mi) else mi.runtime
 
 
 def loaded_text(mi: m.ModelInfo) -> str:
@@ -77,15 +90,18 @@ def list_models(ctx: CliContext, args: argparse.Namespace) -> int:
     from protocol.jsonrpc import models as m
 
     filters = parse_filters(args.filter)
+    only_remote = filters.get("runtime") == "remote"
     params = m.CatalogListParams(
         device=filters.get("device"),  # checked by parse_filters
         task=filters.get("task"),
-        runtime=filters.get("runtime"),
+        runtime=None if only_remote else filters.get("runtime"),
         cached_only=args.cached,
         include_all=args.all,
     )
     client = ctx.client()
     result = ctx.run(client.catalog(params))
+    if only_remote:
+        result = m.CatalogListResult(models=[mi for mi in result.models if is_remote(mi)])
     if ctx.json:
         print_json(result)
         return 0
@@ -96,8 +112,8 @@ def list_models(ctx: CliContext, args: argparse.Namespace) -> int:
         [
             mi.alias,
             mi.id,
-            mi.device,
-            mi.runtime,
+            device_text(mi),
+            runtime_text(mi),
             human_bytes(mi.size_bytes),
             human_tokens(mi.context_length),
             "yes" if mi.cached else "-",
@@ -119,8 +135,8 @@ def info_fields(mi: m.ModelInfo) -> list[tuple[str, str]]:
         ("name", mi.display_name),
         ("publisher", mi.publisher),
         ("task", mi.task),
-        ("device", mi.device),
-        ("runtime", f"{mi.runtime} ({mi.framework})"),
+        ("device", device_text(mi)),
+        ("runtime", f"{runtime_text(mi)} ({mi.framework})"),
         ("source", mi.source),
         ("size", human_bytes(mi.size_bytes)),
         ("context", f"{mi.context_length} tokens"),

@@ -61,6 +61,13 @@ ROUTES: dict[str, tuple[str, Callable[[dict[str, Any]], str], Callable[[dict[str
     "ingot/cache/verify": ("POST", lambda p: f"{P}/cache/verify", lambda p: p),
     "ingot/hardware": ("GET", lambda p: f"{P}/hardware", lambda p: None),
     "ingot/telemetry/history": ("GET", lambda p: f"{P}/telemetry/history", lambda p: None),
+    "ingot/remote/attach": ("POST", lambda p: f"{P}/remotes", lambda p: p),
+    "ingot/remote/list": ("GET", lambda p: f"{P}/remotes", lambda p: None),
+    "ingot/remote/detach": (
+        "DELETE",
+        lambda p: f"{P}/remotes/{quote(str(p.get('remote', '')), safe='')}",
+        lambda p: None,
+    ),
 }
 STREAMED = {"ingot/chat": f"{P}/chat", "ingot/complete": f"{P}/complete"}
 OPERATIONS = {"ingot/model/download": "download"}
@@ -71,6 +78,7 @@ QUICK = {
     "ingot/cache/info",
     "ingot/hardware",
     "ingot/telemetry/history",
+    "ingot/remote/list",
 }
 
 

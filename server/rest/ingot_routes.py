@@ -21,7 +21,8 @@ from engine.telemetry import RequestRecord, SystemSample
 from engine.views import ModelView
 from protocol.jsonrpc import models as m
 from protocol.jsonrpc import service as s
-from server import translate
+from protocol.jsonrpc.remotes import RemoteAttachParams, RemoteDetachParams
+from server import remotes, translate
 from server.rest.errors import bad_request, to_api_error
 from server.rest.security import read_json
 from server.rest.settings import RestSettings, ServerInfo
@@ -100,6 +101,9 @@ class IngotRoutes:
         router.add_get(f"{p}/status", self.status)
         router.add_get(f"{p}/telemetry/history", self.history)
         router.add_get(f"{p}/events", self.events)
+        router.add_get(f"{p}/remotes", self.remotes)
+        router.add_post(f"{p}/remotes", self.attach_remote)
+        router.add_delete(f"{p}/remotes/{{remote}}", self.detach_remote)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         return await read_json(request, limit=self.settings.max_body_bytes, allow_empty=True)
@@ -237,6 +241,18 @@ class IngotRoutes:
         finally:
             unsubscribe()
         return await sse.close()
+
+    # -- remote deployments ------------------------------------------------------------------------
+    async def remotes(self, request: web.Request) -> web.Response:
+        return wire(remotes.listing(self.service))
+
+    async def attach_remote(self, request: web.Request) -> web.Response:
+        p = RemoteAttachParams.model_validate(await read_json(request, limit=self._limit))
+        return wire(await remotes.attach(self.service, p))
+
+    async def detach_remote(self, request: web.Request) -> web.Response:
+        p = RemoteDetachParams.model_validate({"remote": request.match_info["remote"]})
+        return wire(await remotes.detach(self.service, p.remote))
 
     # -- cache, hardware, status -------------------------------------------------------------------
     def _cache_result(self) -> m.CacheInfoResult:

@@ -349,9 +349,9 @@ export interface ModelInfo {
   publisher: string;
   /** @default "" */
   description?: string;
-  device: "cpu" | "cuda";
+  device: "cpu" | "cuda" | "remote";
   framework: "onnx" | "vllm";
-  runtime: "onnx-genai" | "vllm" | "onnxruntime";
+  runtime: "onnx-genai" | "vllm" | "onnxruntime" | "remote";
   /** Where the files come from, e.g. `huggingface:repo@rev/sub`. */
   source: string;
   /** How this machine makes it from its source, if it is not downloaded. */
@@ -450,6 +450,57 @@ export interface Position {
 export interface Range {
   start: Position;
   end: Position;
+}
+
+export interface RemoteAttachParams {
+  /** The deployment's base URL, e.g. `http://gpu-node:8000` (a trailing `/v1` is dropped). */
+  url: string;
+  /** The key the deployment was started with (vLLM's `--api-key`), sent as `Authorization: Bearer`. Stored in `<home>/remote-keys.json` (mode 0600), never in a catalog file, never logged. */
+  apiKey?: string | null;
+  /** Instead of `apiKey`: the name of an environment variable of the engine that holds the key (only the name is stored). */
+  apiKeyEnv?: string | null;
+  /** The attachment's name, and its model's name when it serves one model (`name-model` for several). Default: the host and port; the models keep their own names. */
+  name?: string | null;
+}
+
+export interface RemoteDetachParams {
+  /** The attachment's name, its URL, or the name or id of one of its models. */
+  remote: string;
+}
+
+export interface RemoteInfo {
+  /** The attachment's name (`ingot model detach NAME`). */
+  name: string;
+  url: string;
+  /** Where its key is: the key file, an environment variable, or none. */
+  key: "stored" | "env" | "none";
+  /** The variable's name, for `key: env`. */
+  apiKeyEnv?: string | null;
+  models: RemoteModel[];
+}
+
+export interface RemoteListResult {
+  remotes: RemoteInfo[];
+}
+
+/** One model the deployment serves, as a catalog variant (runtime and device `remote`). */
+export interface RemoteModel {
+  /** The variant's id (`name:1`), usable as any model. */
+  id: string;
+  name: string;
+  /** Its name on the deployment (`/v1/models` id). */
+  servedModel: string;
+  /** vLLM's `max_model_len`. */
+  contextLength: number;
+  /** @default "remote" */
+  runtime?: "remote";
+  /** @default "remote" */
+  device?: "remote";
+  loaded: boolean;
+  /** While loaded: `down` after a request failed and its `/health` did not answer; `ok` once it answers. */
+  health?: "ok" | "down" | null;
+  /** What the last failed check saw. */
+  healthError?: string | null;
 }
 
 /** Measurements of one request (ms, tokens/s). */
@@ -721,6 +772,24 @@ export const ModelUnloadRequest = new RequestType<ModelUnloadParams, ModelUnload
 export const ModelVerifyRequest = new RequestType<ModelVerifyParams, FidelityResult, void>("ingot/model/verify");
 
 /**
+ * Attach a remote vLLM deployment by URL: each model it serves becomes a model here.
+ * @see docs/protocol.md, `ingot/remote/attach`.
+ */
+export const RemoteAttachRequest = new RequestType<RemoteAttachParams, RemoteInfo, void>("ingot/remote/attach");
+
+/**
+ * Detach a remote deployment: unload and forget its models and its key.
+ * @see docs/protocol.md, `ingot/remote/detach`.
+ */
+export const RemoteDetachRequest = new RequestType<RemoteDetachParams, RemoteInfo, void>("ingot/remote/detach");
+
+/**
+ * The attached remote deployments with their models and health.
+ * @see docs/protocol.md, `ingot/remote/list`.
+ */
+export const RemoteListRequest = new RequestType0<RemoteListResult, void>("ingot/remote/list");
+
+/**
  * Engine status: REST URL, mode (engine or forwarding), loaded models, queue.
  * @see docs/protocol.md, `ingot/service/status`.
  */
@@ -788,6 +857,9 @@ export const INGOT_METHODS = [
   "ingot/model/stateChanged",
   "ingot/model/unload",
   "ingot/model/verify",
+  "ingot/remote/attach",
+  "ingot/remote/detach",
+  "ingot/remote/list",
   "ingot/service/status",
   "ingot/serviceReady",
   "ingot/telemetry/history",
@@ -821,6 +893,7 @@ export const INGOT_ERROR_CODES = {
   disk_full: -32024,
   cache_error: -32025,
   generation_failed: -32026,
+  remote_unavailable: -32031,
   unauthorized: -32027,
   not_found: -32028,
 } as const;

@@ -9,12 +9,13 @@ from server.jsonrpc.handlers import (
     generation,
     lifecycle,
     models,
+    remotes,
     telemetry,
 )
 from server.jsonrpc.server import IngotServer
 
 
 def register_all(server: IngotServer) -> None:
-    for module in (lifecycle, models, generation, console, telemetry, embeddings):
+    for module in (lifecycle, models, generation, console, telemetry, embeddings, remotes):
         module.register(server)
     forward.install(server)

@@ -297,12 +297,19 @@ TRANSPORT = """\
   header, input ending inside a message — cannot be resynchronised: the engine answers -32700 (or
   -32600 for the size) with id null, logs the reason and exits with code 2, so the client restarts
   it.
+- **Requests**: `id` is an integer or a string (null, a float, a boolean, an object or an array
+  gets -32600 with id null); `params` is an object or an array (anything else: -32600); a method
+  that takes no params refuses any (-32602). A batch (a JSON array) gets one -32600 and nothing in
+  it runs. A notification sent with an `id` gets -32600. Error messages quote at most 2000
+  characters of what was sent.
 - **Lifecycle**: the engine is an LSP server. Send `initialize` first (other requests fail with
-  -32002 until then), then `initialized`; end with `shutdown` and `exit`.
+  -32002 until then), then `initialized`; end with `shutdown` and `exit`. After `shutdown` every
+  request gets -32600.
 - **Names**: methods are namespaced `ingot/<area>/<verb>`; members are camelCase. Unknown members
   are rejected.
 - **Nulls**: the engine leaves out members whose value is null, so a nullable member may be absent.
-- **Cancellation**: `$/cancelRequest` stops a request; it then fails with -32800.
+- **Cancellation**: `$/cancelRequest` stops the request whose id matches in type and value (`7`
+  does not cancel `"7"`); it then fails with -32800.
 - **Partial results**: a request listed with a partial-result type takes a `partialResultToken`;
   each partial result arrives as `$/progress {token, value}` before the final response.
 - **Errors**: `error.code` comes from the [error tables](#errors); `error.data.kind` names the

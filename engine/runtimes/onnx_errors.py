@@ -4,6 +4,8 @@ what to change); everything else stays GenerationFailed."""
 
 from __future__ import annotations
 
+import re
+
 from engine.errors import GenerationFailed, IngotError, InvalidRequest
 from engine.generation import Constraint
 
@@ -25,6 +27,9 @@ _WHAT = {
     ),
 }
 MAX_DETAIL = 400
+# The runtime's refusal of a search option the request set ("top_k (99999) must be less than or
+# equal to vocab_size (49152)"): the request's value, not a server failure.
+_SEARCH_OPTION = re.compile(r"\b(top_k|top_p|temperature|repetition_penalty) \(")
 
 
 def _detail(message: str) -> str:
@@ -44,6 +49,12 @@ def generation_error(message: str, constraint: Constraint | None) -> IngotError:
             "tokenizer drops, such as NUL).",
             hint="Send some text in the prompt.",
             param="prompt",
+        )
+    if m := _SEARCH_OPTION.search(message):
+        return InvalidRequest(
+            f"{m.group(1)} is out of range for this model: {_detail(message)}",
+            hint=f"Send a smaller {m.group(1)}.",
+            param=m.group(1),
         )
     if constraint is not None and any(s in message for s in _CONSTRAINT_ERRORS):
         what, fix = _WHAT.get(constraint.kind, _WHAT["json_schema"])

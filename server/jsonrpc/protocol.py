@@ -1,7 +1,8 @@
 """IngotProtocol: pygls' LSP protocol with the LSP rules pygls leaves out, and quiet engine errors.
 
 - requests before `initialize` get -32002 (pygls answers them); a second `initialize` gets -32600
-  and leaves the running engine alone;
+  and leaves the running engine alone; so do requests after `shutdown`;
+- a method that takes no params refuses params (-32602), as the others refuse unknown fields;
 - `textDocument/didChange` for a document that is not open is ignored (a warning in the log), and
   a message whose params do not fit its LSP type is logged in one line, not with a traceback;
 - custom methods keep their params as plain dicts (validated with pydantic in the handlers);
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Generator
 from concurrent.futures import Future
@@ -36,8 +38,9 @@ from pygls.protocol.json_rpc import (
     JsonRPCResponseMessage,
 )
 
-from engine.errors import IngotError
+from engine.errors import IngotError, InvalidRequest
 from protocol.errors import error_for
+from protocol.registry import REGISTRY
 from server.translate import error_payload
 
 log = logging.getLogger("ingot.jsonrpc")
@@ -48,7 +51,11 @@ ALREADY_INITIALIZED = (
     "The engine is already initialized: send `initialize` once per connection. "
     "The running engine is unchanged; start a new process for different options."
 )
+# Longest error message (and string in error data) sent: an error about a huge input echoes part.
+MAX_MESSAGE = 2000
 ALWAYS_ALLOWED = {types.INITIALIZE, types.EXIT, "$/cancelRequest", "$/setTrace"}
+NO_PARAMS = frozenset(s.name for s in REGISTRY if s.kind == "request" and s.params is None)
+NOTIFICATIONS = frozenset(s.name for s in REGISTRY if s.kind == "notification")
 
 
 class RpcError(JsonRpcException):
@@ -59,9 +66,30 @@ class RpcError(JsonRpcException):
         self.code = code
 
 
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """An error text that echoes a huge input back only in part."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
 def engine_error(e: IngotError) -> RpcError:
     message = f"{e.message} {e.hint}" if e.hint else e.message
-    return RpcError(error_for(e.kind).code, message, error_payload(e))
+    data = {k: clip(v) if isinstance(v, str) else v for k, v in error_payload(e).items()}
+    return RpcError(error_for(e.kind).code, clip(message), data)
+
+
+def input_error(exc: BaseException) -> IngotError | None:
+    """An OS error that only a path in the request can cause, as the invalid request it is (the
+    file system refuses the name before anything is read or written)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return InvalidRequest(
+            "A path in the request is longer than the file system allows.",
+            hint="Give the path of an existing file or folder.",
+        )
+    if isinstance(exc, ValueError) and "null byte" in str(exc):
+        return InvalidRequest("A path in the request contains a NUL character.")
+    return None
 
 
 class IngotProtocol(LanguageServerProtocol):
@@ -115,31 +143,63 @@ class IngotProtocol(LanguageServerProtocol):
             log.warning("ignored a malformed %s message: %s", method or "response", e)
             raise JsonRpcInternalError() from None
 
+    def refusal(self, method: str | None, params: Any) -> types.ResponseError | None:
+        """Why a message with this method is not run now (before `initialize`, after `shutdown`,
+        params for a method that takes none), or None. Checked on the raw message as well as on
+        the structured one, so a message whose params do not fit its type is refused alike."""
+        if method is None:
+            return None
+        if not self.initialized and method not in ALWAYS_ALLOWED:
+            return types.ResponseError(
+                code=SERVER_NOT_INITIALIZED,
+                message="The server is not initialized: send `initialize` first.",
+            )
+        if (self._shutdown or self.shutdown_requested) and method != types.EXIT:
+            # LSP: requests after `shutdown` "should error with InvalidRequest".
+            return types.ResponseError(
+                code=INVALID_REQUEST,
+                message="The server is shutting down: send `exit`, then start a new one.",
+            )
+        if method in NO_PARAMS and params not in (None, {}, []):
+            # Like the methods that take params, which refuse unknown fields: a client that sends
+            # some expects them to mean something.
+            return RpcError(
+                -32602, f"Invalid params: {method} takes no params.", {"fields": ["params"]}
+            ).to_response_error()
+        return None
+
+    def refuse(self, msg_id: Any, error: types.ResponseError) -> None:
+        """Answer a refused request (a refused notification gets no answer)."""
+        if msg_id is not None:
+            self._send_response(msg_id, error=error)
+
     def handle_message(self, message: Any) -> None:
         method = getattr(message, "method", None)
-        if not self.initialized and method is not None and method not in ALWAYS_ALLOWED:
-            if getattr(message, "id", None) is not None:
-                self._send_response(
-                    message.id,
-                    error=types.ResponseError(
-                        code=SERVER_NOT_INITIALIZED,
-                        message="The server is not initialized: send `initialize` first.",
-                    ),
-                )
-            return
-        if self._shutdown and method not in (types.EXIT, None):
-            if getattr(message, "id", None) is not None:
-                self._send_response(
-                    message.id,
-                    error=types.ResponseError(
-                        code=types.LSPErrorCodes.RequestFailed.value
-                        if hasattr(types.LSPErrorCodes, "RequestFailed")
-                        else -32803,
-                        message="The server is shutting down.",
-                    ),
-                )
+        if (error := self.refusal(method, getattr(message, "params", None))) is not None:
+            self.refuse(getattr(message, "id", None), error)
             return
         super().handle_message(message)
+
+    def cancel_request(self, params: Any) -> None:
+        """`$/cancelRequest`: cancel the running request whose id is exactly `params.id` (same
+        type and value); anything else names no request and is ignored."""
+        msg_id = params.get("id") if isinstance(params, dict) else None
+        if isinstance(msg_id, bool) or not isinstance(msg_id, int | str):
+            log.warning("ignored a $/cancelRequest without an integer or string id")
+            return
+        for key in list(self._request_futures):
+            if type(key) is type(msg_id) and key == msg_id:
+                self._request_futures.pop(key).cancel()
+                return
+        log.debug("$/cancelRequest for %r, which is not running", msg_id)
+
+    @staticmethod
+    def is_notification(method: str) -> bool:
+        """Whether `method` is a notification (LSP's or Ingot's), which must not carry an id."""
+        lsp = types.METHOD_TO_TYPES.get(method)
+        if lsp is not None:
+            return lsp[1] is None
+        return method in NOTIFICATIONS
 
     def _send_handler_result(self, future: Future[Any], *, msg_id: Any) -> None:
         self._request_futures.pop(msg_id, None)
@@ -157,6 +217,8 @@ class IngotProtocol(LanguageServerProtocol):
             )
             return
         exc = future.exception()
+        if exc is not None and (refused := input_error(exc)) is not None:
+            exc = refused
         if isinstance(exc, IngotError):
             self._send_response(msg_id, error=engine_error(exc).to_response_error())
             return
@@ -164,7 +226,7 @@ class IngotProtocol(LanguageServerProtocol):
             self._send_response(msg_id, error=exc.to_response_error())
             return
         if exc is not None:
-            log.error("internal error in %s: %r", msg_id, exc, exc_info=exc)
+            log.error("internal error in %.100s: %r", msg_id, exc, exc_info=exc)
             self._send_response(
                 msg_id,
                 error=RpcError(

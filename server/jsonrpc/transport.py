@@ -32,6 +32,7 @@ BODY_TIMEOUT_S = float(os.environ.get("INGOT_FRAME_BODY_TIMEOUT_S") or 10)
 # Exit code after a framing error: the editor restarts an engine that exits non-zero (exit
 # without shutdown is 1; this one says the input itself was broken).
 FRAMING_EXIT_CODE = 2
+CANCEL = "$/cancelRequest"
 
 
 class FramingError(Exception):
@@ -196,6 +197,47 @@ def _parse(body: bytes) -> Any:
         raise
 
 
+def _refusal(protocol: IngotProtocol, data: Any) -> bytes | None:
+    """The error frame for a message that is not a valid request (b"" for an invalid
+    notification, which gets no answer), or None for a message to hand to the protocol."""
+    msg_id = data.get("id") if isinstance(data, dict) else None
+    if msg_id is not None and (isinstance(msg_id, bool) or not isinstance(msg_id, int | str)):
+        # Echoing a nested id could itself fail to serialise; LSP ids are integers or strings.
+        return _error_frame(-32600, "Invalid request: id must be an integer or string.")
+    if not isinstance(data, dict) or data.get("jsonrpc") != "2.0":
+        return _error_frame(-32600, "Invalid request: expected a JSON-RPC 2.0 object.", msg_id)
+    if "method" not in data:
+        return None  # a response (to a request of the engine's, or to none: then ignored)
+    method = data["method"]
+    if not isinstance(method, str):
+        return _error_frame(-32600, "Invalid request: method must be a string.", msg_id)
+    if "id" not in data:
+        # A notification is never answered, not even with an error.
+        params = data.get("params")
+        if params is not None and not isinstance(params, dict | list):
+            log.warning("ignored a %s notification whose params are not structured", method[:100])
+            return b""
+        return None
+    if msg_id is None:
+        # A null id cannot be told apart from the id of an error about an unreadable message.
+        return _error_frame(-32600, "Invalid request: id must be an integer or string, not null.")
+    if (
+        "params" in data
+        and data["params"] is not None
+        and not isinstance(data["params"], dict | list)
+    ):
+        return _error_frame(
+            -32600, "Invalid request: params must be an object or an array.", msg_id
+        )
+    if protocol.is_notification(method):
+        return _error_frame(
+            -32600,
+            f"Invalid request: {method[:100]} is a notification; send it without an id.",
+            msg_id,
+        )
+    return None
+
+
 def _give_up(protocol: IngotProtocol, writer: StdoutWriter, e: FramingError) -> None:
     """Answer the framing error, log it and end the engine with a non-zero code, so that the
     client restarts it instead of waiting for answers that will never come."""
@@ -227,18 +269,18 @@ async def read_messages(
         except ValueError as e:
             writer.write(_error_frame(-32700, f"Parse error: the message is not valid JSON ({e})."))
             continue
-        msg_id = data.get("id") if isinstance(data, dict) else None
-        if msg_id is not None and (isinstance(msg_id, bool) or not isinstance(msg_id, int | str)):
-            # Echoing a nested id could itself fail to serialise; LSP ids are integers or strings.
-            writer.write(_error_frame(-32600, "Invalid request: id must be an integer or string."))
+        if (refusal := _refusal(protocol, data)) is not None:
+            if refusal:
+                writer.write(refusal)
             continue
-        if not isinstance(data, dict) or data.get("jsonrpc") != "2.0":
-            writer.write(
-                _error_frame(-32600, "Invalid request: expected a JSON-RPC 2.0 object.", msg_id)
-            )
+        msg_id = data.get("id")
+        if (error := protocol.refusal(data.get("method"), data.get("params"))) is not None:
+            protocol.refuse(msg_id if "method" in data else None, error)
             continue
-        if "method" in data and not isinstance(data["method"], str):
-            writer.write(_error_frame(-32600, "Invalid request: method must be a string.", msg_id))
+        if data.get("method") == CANCEL and "id" not in data:
+            # Handled here, on the raw id: pygls' structuring would turn "7" into 7 (and 7.0
+            # equals 7), cancelling a request the client did not name.
+            protocol.cancel_request(data.get("params"))
             continue
         try:
             message = protocol.structure_message(data)

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from engine.service import EngineService
+from server.rest import openapi
 from server.rest.embedding_routes import EmbeddingRoutes
 from server.rest.errors import error_middleware
 from server.rest.foundry_routes import FoundryRoutes
@@ -92,6 +93,7 @@ def create_app(
     ingot = IngotRoutes(service, settings, info)
     app.router.add_get("/health", _health(info, settings))
     app.router.add_get("/metrics", metrics.handle)
+    openapi.add_to(app.router)  # GET /openapi.json: this API, described (tests keep it complete)
     OpenAIRoutes(service, settings).add_to(app.router)
     EmbeddingRoutes(service, settings).add_to(app.router)
     FoundryRoutes(service, settings, info).add_to(app.router)

@@ -4,6 +4,7 @@ aiohttp's own HTTP errors, and a catch-all that answers 500 without leaking a tr
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from collections.abc import Mapping
@@ -13,12 +14,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
-from engine.errors import IngotError
+from engine.errors import IngotError, InvalidRequest
 from protocol.errors import error_for
 from protocol.openai import ErrorDetail, ErrorResponse
 from server.translate import error_payload
 
 log = logging.getLogger("ingot.rest")
+# Longest error message (and string in error details) sent: an error about a huge input echoes part.
+MAX_MESSAGE = 2000
 
 
 class ApiError(Exception):
@@ -61,6 +64,26 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return ApiError(400, message, param=param, code=code)
 
 
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """An error text that echoes a huge input back only in part."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def input_error(exc: BaseException) -> IngotError | None:
+    """An OS error that only a path in the request can cause, as the invalid request it is (the
+    file system refuses the name before anything is read or written): a 400, not a 500."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return InvalidRequest(
+            "A path in the request is longer than the file system allows.",
+            hint="Give the path of an existing file or folder.",
+        )
+    if isinstance(exc, ValueError) and "null byte" in str(exc):
+        return InvalidRequest("A path in the request contains a NUL character.")
+    return None
+
+
 def from_ingot(e: IngotError) -> ApiError:
     if e.kind == "generation_failed" and "Error creating grammar" in e.message:
         # The runtime rejected the request's own JSON schema (response_format or a tool's
@@ -78,14 +101,15 @@ def from_ingot(e: IngotError) -> ApiError:
     if spec.http_status in (429, 503):
         # The official SDKs honour Retry-After before retrying.
         headers["Retry-After"] = str(int(e.data.get("retry_after_s") or 1))
+    payload = {k: clip(v) if isinstance(v, str) else v for k, v in error_payload(e).items()}
     return ApiError(
         spec.http_status,
-        str(e),
+        clip(str(e)),
         type=spec.openai_type,
         code=spec.openai_code,
         param=param if isinstance(param, str) else None,
         headers=headers,
-        ingot=error_payload(e),
+        ingot=payload,
     )
 
 
@@ -150,6 +174,8 @@ def internal_error(exc: BaseException) -> ApiError:
 def to_api_error(exc: BaseException, request: web.Request) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
+    if (refused := input_error(exc)) is not None:
+        exc = refused
     if isinstance(exc, IngotError):
         return from_ingot(exc)
     if isinstance(exc, ValidationError):

@@ -134,3 +134,10 @@ def test_json_rpc_max_tokens_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidRequest) as e:
         check_max_tokens(p.model_copy(update={"max_tokens": 101}), limit)
     assert "INGOT_MAX_TOKENS_LIMIT" in str(e.value)
+
+
+def test_a_search_option_the_runtime_refuses_is_the_requests_fault() -> None:
+    msg = "top_k (99999) must be less than or equal to vocab_size (49152)"
+    err = generation_error(msg, None)
+    assert isinstance(err, InvalidRequest) and err.data["param"] == "top_k"
+    assert "vocab_size (49152)" in err.message

@@ -229,7 +229,7 @@ class OpenAIRoutes:
         view = self.service.model_info(request.match_info["model"])
         why = None
         if not view.cached:
-            why = f"is not downloaded. Run `ingot model download {view.variant.alias}` first."
+            why = f"is not downloaded. Run `ingot model download {view.variant.id}` first."
         elif view.runtime_unavailable:
             why = f"cannot run here: {view.runtime_unavailable}"
         if why and not view.loaded:

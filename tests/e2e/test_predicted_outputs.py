@@ -47,14 +47,22 @@ def test_openai_client_prediction_gives_the_same_answer_and_reports_usage(
 ) -> None:
     client = server.client()
     # The first request with a prediction has the model's worker build its verifying session
-    # (in the background, ~1 s, while it decodes as usual): later ones draft from the start.
-    client.chat.completions.create(
-        model=MODEL,
-        messages=MESSAGES,
-        max_tokens=4,
-        prediction={"type": "content", "content": CODE},
-    )
-    time.sleep(3)
+    # (in the background, ~1 s, longer on a busy machine, while it decodes as usual): later ones
+    # draft from the start. Wait until a prediction is used.
+    deadline = time.monotonic() + 120
+    while True:
+        warm = client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,
+            temperature=0,
+            max_tokens=16,
+            prediction={"type": "content", "content": CODE},
+        )
+        details = warm.usage.completion_tokens_details if warm.usage else None
+        if details is not None and details.accepted_prediction_tokens:
+            break
+        assert time.monotonic() < deadline, "the verifier never became ready"
+        time.sleep(0.5)
     plain = client.chat.completions.create(
         model=MODEL,
         messages=MESSAGES,
@@ -133,8 +141,15 @@ async def test_edit_selection_sends_the_selection_as_the_prediction(
             "maxTokens": 60,
             "temperature": 0,
         }
-        await c.request("ingot/edit", {**params, "maxTokens": 4})  # builds the verifier
-        await asyncio.sleep(3)
+        # The first edit has the worker build its verifier (in the background): wait until a
+        # prediction is used.
+        deadline = time.monotonic() + 120
+        while True:
+            warm = await c.request("ingot/edit", {**params, "maxTokens": 16})
+            if warm["generation"]["usage"].get("acceptedPredictionTokens"):
+                break
+            assert time.monotonic() < deadline, "the verifier never became ready"
+            await asyncio.sleep(0.5)
         edit = await c.request("ingot/edit", params)
         unpredicted = await c.request("ingot/edit", {**params, "prediction": ""})
         assert edit["text"] == unpredicted["text"]

@@ -56,13 +56,33 @@ UNRELATED = "The committee met on Tuesday to discuss the budget for the coming y
 
 
 @pytest.fixture
-async def service(seeded_home: Path) -> AsyncIterator[EngineService]:
+async def service(
+    seeded_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[EngineService]:
+    # The verifier is dropped with the batching session after this long idle: not mid-test on a
+    # slow machine.
+    monkeypatch.setenv("INGOT_BATCH_IDLE_S", "3600")
     svc = build_engine(EngineConfig(home=seeded_home, threads=2, queue_limit=4))
     await svc.start()
     try:
+        await _warm_up(svc)
         yield svc
     finally:
         await svc.close()
+
+
+async def _warm_up(svc: EngineService) -> None:
+    """The first predicted request builds the verifier in the background and decodes without
+    drafts until it is ready (about 1 s, longer on a loaded machine): the counts the tests check
+    are those of a ready verifier, so wait until a prediction is used."""
+    ref = await run(svc, STORY, max_tokens=24)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        res = await run(svc, STORY, ref.text, max_tokens=24)
+        if res.usage.accepted_prediction_tokens > 0:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError("the verifier never became ready")
 
 
 async def run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import replace
 from typing import Any
 
@@ -9,7 +10,7 @@ from engine.cache import CacheEntry
 from engine.catalog.fit import memory_needed
 from engine.compile.embeddings.build import COSINE_TARGET, EmbeddingFidelityReport
 from engine.compile.fidelity import KL_TARGET, FidelityReport
-from engine.errors import IngotError
+from engine.errors import IngotError, InvalidRequest
 from engine.events import ModelStateEvent
 from engine.generation import SamplingParams
 from engine.hardware import HardwareProfile
@@ -268,6 +269,31 @@ def error_payload(e: IngotError) -> dict[str, Any]:
             data[k] = v
     data["code"] = error_for(e.kind).code
     return data
+
+
+# Longest error message (and string in error details) sent back: an error about a huge input
+# quotes only part of it, over JSON-RPC and REST alike.
+MAX_MESSAGE = 2000
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """An error text that echoes a huge input back only in part."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def input_error(exc: BaseException) -> IngotError | None:
+    """An OS error that only a path in the request can cause, as the invalid request it is (the
+    file system refuses the name before anything is read or written)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return InvalidRequest(
+            "A path in the request is longer than the file system allows.",
+            hint="Give the path of an existing file or folder.",
+        )
+    if isinstance(exc, ValueError) and "null byte" in str(exc):
+        return InvalidRequest("A path in the request contains a NUL character.")
+    return None
 
 
 def fidelity_result(model_id: str, r: FidelityReport | EmbeddingFidelityReport) -> m.FidelityResult:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 from collections.abc import Generator
 from concurrent.futures import Future
@@ -38,10 +37,10 @@ from pygls.protocol.json_rpc import (
     JsonRPCResponseMessage,
 )
 
-from engine.errors import IngotError, InvalidRequest
+from engine.errors import IngotError
 from protocol.errors import error_for
 from protocol.registry import REGISTRY
-from server.translate import error_payload
+from server.translate import clip, error_payload, input_error
 
 log = logging.getLogger("ingot.jsonrpc")
 
@@ -51,8 +50,6 @@ ALREADY_INITIALIZED = (
     "The engine is already initialized: send `initialize` once per connection. "
     "The running engine is unchanged; start a new process for different options."
 )
-# Longest error message (and string in error data) sent: an error about a huge input echoes part.
-MAX_MESSAGE = 2000
 ALWAYS_ALLOWED = {types.INITIALIZE, types.EXIT, "$/cancelRequest", "$/setTrace"}
 NO_PARAMS = frozenset(s.name for s in REGISTRY if s.kind == "request" and s.params is None)
 NOTIFICATIONS = frozenset(s.name for s in REGISTRY if s.kind == "notification")
@@ -66,30 +63,10 @@ class RpcError(JsonRpcException):
         self.code = code
 
 
-def clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    """An error text that echoes a huge input back only in part."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters)"
-
-
 def engine_error(e: IngotError) -> RpcError:
     message = f"{e.message} {e.hint}" if e.hint else e.message
     data = {k: clip(v) if isinstance(v, str) else v for k, v in error_payload(e).items()}
     return RpcError(error_for(e.kind).code, clip(message), data)
-
-
-def input_error(exc: BaseException) -> IngotError | None:
-    """An OS error that only a path in the request can cause, as the invalid request it is (the
-    file system refuses the name before anything is read or written)."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-        return InvalidRequest(
-            "A path in the request is longer than the file system allows.",
-            hint="Give the path of an existing file or folder.",
-        )
-    if isinstance(exc, ValueError) and "null byte" in str(exc):
-        return InvalidRequest("A path in the request contains a NUL character.")
-    return None
 
 
 class IngotProtocol(LanguageServerProtocol):

@@ -4,7 +4,6 @@ aiohttp's own HTTP errors, and a catch-all that answers 500 without leaking a tr
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 from collections.abc import Mapping
@@ -14,14 +13,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
-from engine.errors import IngotError, InvalidRequest
+from engine.errors import IngotError
 from protocol.errors import error_for
 from protocol.openai import ErrorDetail, ErrorResponse
-from server.translate import error_payload
+from server.translate import clip, error_payload, input_error
 
 log = logging.getLogger("ingot.rest")
-# Longest error message (and string in error details) sent: an error about a huge input echoes part.
-MAX_MESSAGE = 2000
 
 
 class ApiError(Exception):
@@ -62,26 +59,6 @@ class ApiError(Exception):
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, param=param, code=code)
-
-
-def clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    """An error text that echoes a huge input back only in part."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters)"
-
-
-def input_error(exc: BaseException) -> IngotError | None:
-    """An OS error that only a path in the request can cause, as the invalid request it is (the
-    file system refuses the name before anything is read or written): a 400, not a 500."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-        return InvalidRequest(
-            "A path in the request is longer than the file system allows.",
-            hint="Give the path of an existing file or folder.",
-        )
-    if isinstance(exc, ValueError) and "null byte" in str(exc):
-        return InvalidRequest("A path in the request contains a NUL character.")
-    return None
 
 
 def from_ingot(e: IngotError) -> ApiError:

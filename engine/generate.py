@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from engine.catalog.variant import ModelVariant
 from engine.chat import PreparedChat, StopMatcher, parse_tool_calls
 from engine.clock import Clock
-from engine.errors import Cancelled, ContextTooLong, IngotError
+from engine.errors import Cancelled, ContextTooLong, EngineBusy, IngotError
 from engine.generation import (
     Constraint,
     GenerationRequest,
@@ -192,6 +192,9 @@ async def run_generation(
                 record=rec,
                 tool_calls=tuple(calls),
             )
+        except EngineBusy:
+            refused = True  # the queue was full: it never ran, so it is not "cancelled" either
+            raise
         finally:
             if not finished and not refused:
                 # Cancelled by the client (task cancelled / stream closed) or by an unload.

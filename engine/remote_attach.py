@@ -24,6 +24,7 @@ from engine.remotes import (
     remote_variant,
     variant_names,
 )
+from engine.runtimes.child_process import is_secret
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 Probe = Callable[[str, Mapping[str, str]], Awaitable[Any]]
@@ -80,6 +81,16 @@ class RemoteAttacher:
                 raise InvalidRequest(
                     f"{api_key_env[:80]!r} is not an environment variable name.",
                     hint="Give the variable's name (e.g. VLLM_API_KEY), not its value.",
+                    param="apiKeyEnv",
+                )
+            if not is_secret(api_key_env):
+                # Only variables named like secrets are kept from child processes (workers,
+                # vLLM, compile steps): a key in any other would reach them.
+                raise InvalidRequest(
+                    f"{api_key_env} is not named like a secret, so Ingot would pass it on to its "
+                    "child processes.",
+                    hint="Put the key in a variable whose name ends in _KEY or _TOKEN (e.g. "
+                    "VLLM_API_KEY), or give it with --api-key.",
                     param="apiKeyEnv",
                 )
             value = os.environ.get(api_key_env)

@@ -133,8 +133,10 @@ def owner_answers_as(
             return False
     if challenge is not None and secret is not None:
         proof = health.get("proof")
+        # As bytes: compare_digest raises TypeError for a str that is not ASCII.
         return isinstance(proof, str) and hmac.compare_digest(
-            proof, health_proof(secret.value, challenge)
+            proof.encode("utf-8", "replace"),
+            health_proof(secret.value, challenge).encode("utf-8"),
         )
     return True
 

@@ -31,11 +31,12 @@ SECRET_NAMES = frozenset(
     {"INGOT_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "VLLM_API_KEY"}
 )
 # ... and anything named like a secret: GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY, ANTHROPIC_API_KEY.
-# Whole words between underscores, so TOKENIZERS_PARALLELISM stays; TOKEN only as the last word,
-# since settings count tokens (INGOT_MAX_TOKENS_LIMIT, INGOT_TOKEN_FLUSH_MS must reach the worker).
+# Whole words between underscores, so TOKENIZERS_PARALLELISM stays; TOKEN and KEY only as the last
+# word, since settings count tokens (INGOT_MAX_TOKENS_LIMIT, INGOT_TOKEN_FLUSH_MS must reach the
+# worker) and a variable named by `ingot model attach --api-key-env` (VLLM_KEY) must not.
 SECRET_WORDS = re.compile(
     r"(?:^|_)(?:SECRETS?|PASSWORDS?|PASSWD|API_?KEYS?|ACCESS_KEYS?|PRIVATE_KEYS?|"
-    r"CREDENTIALS?)(?:_|$)|(?:^|_)TOKENS?$",
+    r"CREDENTIALS?)(?:_|$)|(?:^|_)(?:TOKENS?|KEYS?)$",
     re.IGNORECASE,
 )
 

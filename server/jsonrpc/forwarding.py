@@ -175,6 +175,12 @@ class Forwarder:
         # After a failure, check the owner again before the next request carries the secret.
         self._headers = None
 
+    def _error(self, status: int, body: Any) -> RpcError:
+        if status == 401:
+            # A new owner with a new secret at the same URL: read the secret and check it again.
+            self._failed()
+        return _error(status, body)
+
     def handles(self, method: str) -> bool:
         return method in ROUTES or method in STREAMED or method in OPERATIONS
 
@@ -200,7 +206,7 @@ class Forwarder:
             ) as r:
                 data = await r.json(content_type=None)
                 if r.status >= 400:
-                    raise _error(r.status, data)
+                    raise self._error(r.status, data)
                 return data
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise self._unreachable(e) from e
@@ -215,7 +221,7 @@ class Forwarder:
         try:
             async with self.session.post(self.url + path, json=body, headers=headers) as r:
                 if r.status >= 400:
-                    raise _error(r.status, await r.json(content_type=None))
+                    raise self._error(r.status, await r.json(content_type=None))
                 async for event, data in _sse(r.content):
                     if event == "done":
                         return data
@@ -237,7 +243,7 @@ class Forwarder:
                 self.url + f"{P}/events", headers=headers, timeout=quick_timeout()
             ) as r:
                 if r.status >= 400:
-                    raise _error(r.status, await r.json(content_type=None))
+                    raise self._error(r.status, await r.json(content_type=None))
                 async for item in _sse(r.content):
                     yield item
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:

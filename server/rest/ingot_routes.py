@@ -23,8 +23,8 @@ from protocol.jsonrpc import models as m
 from protocol.jsonrpc import service as s
 from protocol.jsonrpc.remotes import RemoteAttachParams, RemoteDetachParams
 from server import remotes, translate
-from server.rest.errors import bad_request, to_api_error
-from server.rest.security import read_json
+from server.rest.errors import ApiError, bad_request, to_api_error
+from server.rest.security import SECRET_CALLER, read_json
 from server.rest.settings import RestSettings, ServerInfo
 from server.rest.sse import CLIENT_GONE, SseStream, pump
 
@@ -248,6 +248,16 @@ class IngotRoutes:
 
     async def attach_remote(self, request: web.Request) -> web.Response:
         p = RemoteAttachParams.model_validate(await read_json(request, limit=self._limit))
+        if p.api_key_env is not None and not SECRET_CALLER.get():
+            # The engine would send that variable's value to a URL the caller chose: only its
+            # own user (who can read the home secret) may name one, not any API-key holder.
+            raise ApiError(
+                403,
+                "Naming one of the engine's environment variables (apiKeyEnv) needs the home "
+                "secret, not just the API key.",
+                param="apiKeyEnv",
+                code="secret_required",
+            )
         return wire(await remotes.attach(self.service, p))
 
     async def detach_remote(self, request: web.Request) -> web.Response:

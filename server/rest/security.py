@@ -32,6 +32,9 @@ SECRET_PREFIX = "/ingot/"
 # Whether the request being handled proved the home secret or the API key. Set by the guard for
 # the handler's task; rest_priority reads it (only trusted callers may ask for `interactive`).
 TRUSTED_CALLER: ContextVar[bool] = ContextVar("ingot_trusted_caller", default=False)
+# Whether it proved the home secret itself, which only the engine's own user can read (an API
+# key may be held by a tool on another machine).
+SECRET_CALLER: ContextVar[bool] = ContextVar("ingot_secret_caller", default=False)
 
 
 def changes_state(handler: F) -> F:
@@ -262,7 +265,8 @@ class Guard:
         if (err := self.key_error(request)) is not None:
             raise err
         key_ok = bool(self.settings.api_key) and request.path not in OPEN_PATHS
-        secret_ok = not key_ok and self.secret_proven(request)
+        proven = self.secret_proven(request)
+        secret_ok = not key_ok and proven
         if needs_secret(request) and not (secret_ok or key_ok):
             raise self.secret_error(request)
         length = request.content_length
@@ -271,9 +275,11 @@ class Guard:
         if request.body_exists and (slow := await self._read_body(request)) is not None:
             return slow
         token = TRUSTED_CALLER.set(secret_ok or key_ok)
+        own = SECRET_CALLER.set(proven)
         try:
             return await handler(request)
         finally:
+            SECRET_CALLER.reset(own)
             TRUSTED_CALLER.reset(token)
 
     async def _read_body(self, request: web.Request) -> web.Response | None:

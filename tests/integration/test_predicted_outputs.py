@@ -216,5 +216,6 @@ async def test_a_cancel_lands_at_once_and_the_model_keeps_working(
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Cancelled):
         await task
-    assert time.monotonic() - t < 1.0
+    # Within a verify pass or two (tens of ms here; generous for a loaded machine).
+    assert time.monotonic() - t < 3.0
     same(await run(service, EDIT, ref.text), ref)

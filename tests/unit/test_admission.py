@@ -108,11 +108,12 @@ async def test_a_full_queue_refuses_before_rendering_or_tokenising(tmp_path: Pat
         msgs: list[dict[str, Any]] = [{"role": "user", "content": "hi"}]
         running = asyncio.create_task(_run(svc, ChatRequest("tiny", msgs)))
         waiting = asyncio.create_task(_run(svc, ChatRequest("tiny", msgs)))
-        for _ in range(100):
-            entry = svc.loader.get_loaded(inst.variant_id)
-            if entry is not None and entry.scheduler.queued == 1:
-                break
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(10):
+            while True:
+                entry = svc.loader.get_loaded(inst.variant_id)
+                if entry is not None and entry.scheduler.queued == 1:
+                    break
+                await asyncio.sleep(0.01)
         # One runs (rendered and counted once), one waits (not rendered yet).
         assert (inst.renders, inst.counts) == (1, 1)
         with pytest.raises(EngineBusy):
@@ -120,6 +121,8 @@ async def test_a_full_queue_refuses_before_rendering_or_tokenising(tmp_path: Pat
         assert (inst.renders, inst.counts) == (1, 1)
         await asyncio.gather(running, waiting)
         assert (inst.renders, inst.counts) == (2, 2)
+        # The refused one never ran: the history has the two that did, not a "cancelled" third.
+        assert [r.finish_reason for r in svc.telemetry.requests] == ["stop", "stop"]
     finally:
         await svc.close()
 
@@ -138,7 +141,11 @@ async def test_token_counts_wait_in_the_queue_and_refuse_what_cannot_fit(tmp_pat
         msgs: list[dict[str, Any]] = [{"role": "user", "content": "hi"}]
         running = asyncio.create_task(_run(svc, ChatRequest("tiny", msgs)))
         counting = asyncio.create_task(svc.count_tokens("tiny", messages=msgs))
-        await asyncio.sleep(0.2)
+        entry = svc.loader.get_loaded(inst.variant_id)
+        assert entry is not None
+        async with asyncio.timeout(10):
+            while entry.scheduler.queued != 1:
+                await asyncio.sleep(0.01)
         assert not counting.done(), "the count waits for the running generation's slot"
         with pytest.raises(EngineBusy):
             await svc.count_tokens("tiny", prompt="full queue")

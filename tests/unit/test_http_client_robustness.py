@@ -123,7 +123,8 @@ async def test_the_cli_reads_an_event_over_the_line_limit(serve: Any) -> None:
 async def test_a_silent_service_times_out_but_a_slow_stream_does_not(
     serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("INGOT_CLIENT_IDLE_TIMEOUT_S", "0.5")
+    # Wide margins: a loaded CI machine may stall the loop for a few hundred ms.
+    monkeypatch.setenv("INGOT_CLIENT_IDLE_TIMEOUT_S", "1.5")
 
     async def silent(request: web.Request) -> Any:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -133,8 +134,8 @@ async def test_a_silent_service_times_out_but_a_slow_stream_does_not(
         return resp
 
     async def steady(request: web.Request) -> Any:
-        # 2 s in all, never silent for 0.5 s: a total timeout would cut it, an idle one must not.
-        events = [("progress", {"message": str(i)}) for i in range(10)]
+        # 3 s in all, never silent for 1.5 s: a total timeout would cut it, an idle one must not.
+        events = [("progress", {"message": str(i)}) for i in range(15)]
         return await _sse(request, [*events, ("done", {"ok": True})], pause=0.2)
 
     url = await serve(
@@ -155,7 +156,7 @@ async def test_a_silent_service_times_out_but_a_slow_stream_does_not(
         done = await client._stream_operation(
             "/ingot/v1/models/b/download", None, lambda p: seen.append(p.message), result=_Plain
         )
-        assert done.ok and len(seen) == 10
+        assert done.ok and len(seen) == 15
     finally:
         await client.close()
 
@@ -163,7 +164,8 @@ async def test_a_silent_service_times_out_but_a_slow_stream_does_not(
 async def test_the_forwarder_gives_up_on_a_silent_owner(
     serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("INGOT_CLIENT_IDLE_TIMEOUT_S", "0.5")
+    # Wide margins: a loaded CI machine may stall the loop for a few hundred ms.
+    monkeypatch.setenv("INGOT_CLIENT_IDLE_TIMEOUT_S", "1.5")
 
     async def silent(request: web.Request) -> Any:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -269,8 +269,12 @@ async def test_attach_errors_say_what_to_check(svc: EngineService, fake: Fake) -
         await svc.attach_remote(dead, api_key=KEY)
     assert e.value.data["param"] == "url" and "curl" in (e.value.hint or "")
     with pytest.raises(InvalidRequest) as e:
-        await svc.attach_remote(fake.url, api_key_env="INGOT_TEST_NO_SUCH_VARIABLE")
+        await svc.attach_remote(fake.url, api_key_env="INGOT_TEST_NO_SUCH_KEY")
     assert e.value.data["param"] == "apiKeyEnv"
+    # A variable not named like a secret would reach the engine's child processes.
+    with pytest.raises(InvalidRequest) as e:
+        await svc.attach_remote(fake.url, api_key_env="CLUSTER_ADDRESS")
+    assert e.value.data["param"] == "apiKeyEnv" and "named like a secret" in e.value.message
     # A catalog model's alias is not free for an attachment.
     with pytest.raises(InvalidRequest) as e:
         await svc.attach_remote(fake.url + "/", api_key=KEY, name="smollm2-135m")

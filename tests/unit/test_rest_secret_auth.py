@@ -211,3 +211,33 @@ def test_a_link_or_a_damaged_file_is_refused(tmp_path: Path) -> None:
 
 def test_no_home_yet_means_no_secret(tmp_path: Path) -> None:
     assert read_secret(tmp_path / "nowhere") is None
+
+
+async def test_only_the_secret_lets_a_caller_name_an_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an API key, the key opens /ingot/v1, but attaching a remote with apiKeyEnv would send
+    that variable of the engine's environment to the caller's URL: it needs the home secret."""
+    from server.rest.ingot_routes import IngotRoutes
+    from server.rest.settings import ServerInfo
+
+    attached: list[Any] = []
+
+    class Service:
+        async def attach_remote(self, *a: Any, **kw: Any) -> Any:
+            attached.append(kw)
+            raise RuntimeError("stop here")
+
+    secret = ensure_secret(tmp_path)
+    settings = RestSettings(api_key="sk-k", secret=secret)
+    app = web.Application(middlewares=[error_middleware, Guard(settings).middleware])
+    IngotRoutes(Service(), settings, ServerInfo()).add_to(app.router)  # type: ignore[arg-type]
+    body = {"url": "http://127.0.0.1:9", "apiKeyEnv": "HF_TOKEN"}
+    async with TestClient(TestServer(app)) as c:
+        key = {"Authorization": "Bearer sk-k"}
+        async with c.post("/ingot/v1/remotes", json=body, headers=key) as r:
+            assert r.status == 403 and (await r.json())["error"]["param"] == "apiKeyEnv"
+        assert attached == []
+        async with c.post("/ingot/v1/remotes", json=body, headers={**key, HEADER: secret.value}):
+            pass
+        assert attached, "the engine's own user (who has the secret) may"

@@ -53,6 +53,11 @@ class ProvisioningJobs:
         self._moving_to: Path | None = None
 
     # -- what is in use ----------------------------------------------------------------------------
+    @property
+    def moving_to(self) -> Path | None:
+        """Where the cache is being moved now, or None."""
+        return self._moving_to
+
     def busy(self, variant_id: str) -> str | None:
         """What is being done to `variant_id` now ("downloaded", "compiled", …), or None."""
         doing = self._holds.get(variant_id)

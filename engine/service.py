@@ -481,6 +481,13 @@ class EngineService:
     # -- load / unload -------------------------------------------------------------------------
     def runnable(self, name: str) -> ModelVariant:
         v = self.resolve(name)
+        if (dest := self.jobs.moving_to) is not None and v.source.kind != "remote":
+            # Its files are being copied away: a load now would read a half-moved folder.
+            raise ModelBusy(
+                f"The model cache is being moved to {dest}.",
+                hint="Retry when the move is done.",
+                model=v.id,
+            )
         if not self.provisioner.is_present(v):
             raise ModelNotCached(
                 f"{v.id} is not downloaded yet.",

@@ -445,10 +445,14 @@ async def test_the_cache_does_not_move_while_a_download_runs(
         assert svc.cache.root == old_root and not (tmp_path / "elsewhere").exists()
         gate.release.set()
         await t
-    # Nothing starts while it moves.
-    with svc.jobs.moving(tmp_path / "elsewhere"), pytest.raises(ModelBusy) as e2:
-        await svc.download("tiny-hf")
-    assert "being moved" in e2.value.message
+    # Nothing starts while it moves: no download, and no load of a model whose files move.
+    with svc.jobs.moving(tmp_path / "elsewhere"):
+        with pytest.raises(ModelBusy) as e2:
+            await svc.download("tiny-hf")
+        assert "being moved" in e2.value.message
+        with pytest.raises(ModelBusy) as e3:
+            await svc.load("tiny-cpu:1")
+        assert "being moved" in e3.value.message
     info = await svc.cache_move(tmp_path / "elsewhere")
     assert info.models == 1
 

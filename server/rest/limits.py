@@ -4,17 +4,15 @@ the number of messages, stop sequences, the telemetry `kind`, and who may ask fo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 from protocol import openai as oa
 from protocol.jsonrpc import generation as g
 from server.rest.errors import ApiError, bad_request
 from server.rest.security import TRUSTED_CALLER
 
-# A stop sequence longer than this is not a stop sequence: every token would rescan it.
-MAX_STOP_CHARS = 1000
-# What a request may say it is for; the request history keeps it, so it is a short fixed set.
-KINDS = ("chat", "complete", "edit", "inline", "console")
+# What a request may say it is for: the wire model's fixed set (the request history keeps it).
+KINDS: tuple[str, ...] = get_args(g.RequestKind)
 P = TypeVar("P", g.ChatParams, g.CompleteParams)
 
 
@@ -31,9 +29,9 @@ def check_stop(stop: Sequence[str], param: str = "stop") -> None:
     if len(stop) > oa.MAX_STOP:
         raise bad_request(f"Send at most {oa.MAX_STOP} stop sequences.", param=param)
     for s in stop:
-        if len(s) > MAX_STOP_CHARS:
+        if len(s) > oa.MAX_STOP_CHARS:
             raise bad_request(
-                f"A stop sequence has {len(s)} characters; at most {MAX_STOP_CHARS} are allowed.",
+                f"A stop sequence has {len(s)} characters; at most {oa.MAX_STOP_CHARS} are allowed.",
                 param=param,
             )
 
